@@ -1,0 +1,1 @@
+"""Job side: runs inside one job, on one node, for one cell."""

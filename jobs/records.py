@@ -1,0 +1,102 @@
+"""Records shared by the frontend and the job: cell, status and result files.
+
+This is the only module of `jobs/` that `orchestrator/` imports. It has no
+dependency beyond the standard library so that both sides can read it cheaply.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+# Bump when the meaning or layout of result.json changes. It is part of every
+# cell id, so a new schema never reuses results recorded under an old one.
+RESULT_SCHEMA_VERSION = 1
+
+CELL_FILE = "cell.json"
+STATUS_FILE = "status.json"
+RESULT_FILE = "result.json"
+EMISSIONS_FILE = "emissions.csv"
+LOG_FILE = "job.log"
+
+STATES = ("pending", "submitted", "running", "done", "failed")
+FINAL_STATES = ("done", "failed")
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write through a temporary file in the same folder, then rename.
+
+    A reader never sees a half-written file, and a crash mid-write leaves the
+    previous version in place.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide results from the team
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def read_status(cell_dir: Path) -> dict:
+    """The cell's status, or a pending one when none was written yet."""
+    try:
+        status = read_json(Path(cell_dir) / STATUS_FILE)
+    except FileNotFoundError:
+        return {"state": "pending", "attempts": 0}
+    if not isinstance(status, dict) or status.get("state") not in STATES:
+        raise ValueError(f"{Path(cell_dir) / STATUS_FILE}: not a valid status record")
+    return status
+
+
+def update_status(cell_dir: Path, state: str, **fields: Any) -> dict:
+    """Move a cell to `state`, keeping earlier fields (attempts, job id...).
+
+    Each transition stamps its own time (`submitted_at`, `running_at`,
+    `done_at`/`failed_at`); a new submission starts a clean record and keeps
+    the earlier attempts' outcomes in `history`.
+    """
+    if state not in STATES:
+        raise ValueError(f"unknown state {state!r}")
+    status = read_status(cell_dir)
+    if state == "submitted":  # a new attempt: earlier outcomes go to history
+        previous = {k: status[k] for k in ("state", "reason", "updated_at", "attempts") if k in status}
+        history = status.get("history", []) + ([previous] if status.get("state") in FINAL_STATES else [])
+        status = {"attempts": status.get("attempts", 0), "history": history}
+    status.update(fields)
+    status["state"] = state
+    status["updated_at"] = now_iso()
+    status.setdefault("host", socket.gethostname())
+    status[f"{state}_at"] = status["updated_at"]
+    if state != "failed":
+        status.pop("reason", None)
+    atomic_write_json(Path(cell_dir) / STATUS_FILE, status)
+    return status

@@ -1,0 +1,74 @@
+"""Job entry point: `python -m jobs.run <cell folder>`.
+
+Reads cell.json, marks the cell running, runs it, and writes result.json
+before the final status, so a status of done always has its result. Any
+error, SIGTERM included (scancel, timeouts), is recorded as failed with its
+reason; only SIGKILL escapes, and the launcher records that one.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+
+# Before TensorFlow is imported anywhere: keep the job log readable.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from jobs.records import (CELL_FILE, RESULT_FILE, RESULT_SCHEMA_VERSION, atomic_write_json, now_iso,  # noqa: E402
+                          read_json, update_status)
+
+
+class Terminated(BaseException):
+    """Raised from the SIGTERM handler so that the failure is recorded on the way out."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated("terminated by SIGTERM (cancelled, or over its time limit)")
+
+
+def main(argv: list | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m jobs.run <cell folder>", file=sys.stderr)
+        return 2
+    cell_dir = Path(argv[0]).resolve()
+    cell = read_json(cell_dir / CELL_FILE)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+    started = now_iso()
+    clock = time.perf_counter()
+    update_status(cell_dir, "running", pid=os.getpid(), host=socket.gethostname(), started_at=started)
+    print(f"[job] cell {cell['id']} ({cell['params']['test']} {cell['params']['phase']} "
+          f"{cell['params']['subtest']}) on {socket.gethostname()}, pid {os.getpid()}", flush=True)
+    record = {"schema_version": RESULT_SCHEMA_VERSION, "cell_id": cell["id"], "campaign": cell["campaign"],
+              "params": cell["params"], "started_at": started}
+    try:
+        from jobs.runner import run_cell
+
+        record.update(run_cell(cell, cell_dir))
+        record.update(status="done", error=None, finished_at=now_iso(),
+                      job_wall_s=time.perf_counter() - clock)
+        atomic_write_json(cell_dir / RESULT_FILE, record)
+        update_status(cell_dir, "done", finished_at=record["finished_at"])
+        window = record["window"]
+        print(f"[job] done: {window['iterations']} iterations in {window['duration_s']:.2f} s, "
+              f"{window['throughput_samples_per_s']:.2f} samples/s, "
+              f"{record['energy']['total_joules']:.1f} J ({record['energy']['total_kind']})", flush=True)
+        return 0
+    except BaseException as exc:  # noqa: BLE001 - every failure must be written down
+        reason = f"{type(exc).__name__}: {exc}"
+        traceback.print_exc()
+        record.update(status="failed", finished_at=now_iso(), job_wall_s=time.perf_counter() - clock,
+                      error={"type": type(exc).__name__, "message": str(exc),
+                             "traceback": traceback.format_exc()})
+        atomic_write_json(cell_dir / RESULT_FILE, record)
+        update_status(cell_dir, "failed", reason=reason, finished_at=record["finished_at"])
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

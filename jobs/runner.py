@@ -1,0 +1,165 @@
+"""Run one cell: build the model, warm up, then time and meter a steady-state window.
+
+The window holds counted iterations only: model build, data creation,
+compilation (traced during warm-up) and the meter's start-up all happen
+before it opens. The device is synchronised after every iteration, so each
+latency covers finished work and the iterations tile the window exactly.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+from jobs.catalog import get_test
+from jobs.meters import JOULES_PER_KWH
+
+
+def measure_window(step, sync, duration_s: float | None, iterations: int | None) -> dict:
+    """Run `step` back to back until the window is full; return its timings.
+
+    With `iterations`, exactly that many; with `duration_s`, until the window
+    reaches it (the last iteration is completed and counted, never cut).
+    """
+    latencies = []
+    sync()
+    start = previous = time.perf_counter()
+    while True:
+        step()
+        sync()
+        now = time.perf_counter()
+        latencies.append(now - previous)
+        previous = now
+        if iterations is not None:
+            if len(latencies) >= iterations:
+                break
+        elif now - start >= duration_s:
+            break
+    return {"start": start, "end": previous, "latencies": latencies}
+
+
+def latency_stats(latencies: list) -> dict:
+    ordered = sorted(latencies)
+
+    def percentile(q: float) -> float:  # linear interpolation, as numpy's default
+        position = (len(ordered) - 1) * q
+        low = int(position)
+        high = min(low + 1, len(ordered) - 1)
+        return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+    return {
+        "mean": statistics.fmean(ordered),
+        "std": statistics.stdev(ordered) if len(ordered) > 1 else 0.0,
+        "p50": percentile(0.50),
+        "p95": percentile(0.95),
+        "min": ordered[0],
+        "max": ordered[-1],
+    }
+
+
+def energy_record(window_energy, samples: int, energy_config: dict) -> dict:
+    domains = {name: d.record() for name, d in sorted(window_energy.domains.items())}
+    total = sum(d["joules"] for d in domains.values())
+    measured = [d["measured"] for d in domains.values()]
+    kind = "measured" if measured and all(measured) else ("estimated" if not any(measured) else "mixed")
+    intensity = energy_config["carbon_intensity_g_per_kwh"]
+    pue = energy_config["pue"]
+    return {
+        "domains": domains,
+        "total_joules": total,
+        "total_kind": kind,  # measured only when every domain came from a hardware counter
+        "joules_per_sample": total / samples,
+        "meter_duration_s": window_energy.meter_duration_s,
+        "meter_details": window_energy.details,
+        "co2": {
+            # Raw energy above excludes PUE; CO2 applies it: kWh x PUE x intensity.
+            "grams": total / JOULES_PER_KWH * pue * intensity,
+            "carbon_intensity_g_per_kwh": intensity,
+            "pue": pue,
+            "country_iso_code": energy_config["country_iso_code"],
+        },
+    }
+
+
+def run_cell(cell: dict, cell_dir: Path) -> dict:
+    """Everything but the status bookkeeping: returns the result's measured part."""
+    import tensorflow as tf
+
+    from jobs import hostinfo, workload
+    from jobs.meters import CodecarbonMeter
+
+    params = cell["params"]
+    test = get_test(params["test"])
+    timings = {}
+    clock = time.perf_counter()
+
+    expected_gpus = cell.get("node", {}).get("gpu_count", 0)
+    tf_gpus = tf.config.list_physical_devices("GPU")
+    if expected_gpus and not tf_gpus:
+        raise RuntimeError(f"node type {params['node_type']} promises {expected_gpus} GPU(s) but TensorFlow "
+                           "sees none: check the CUDA build of TensorFlow (tensorflow[and-cuda]) and the "
+                           "allocation (CUDA_VISIBLE_DEVICES); refusing to report CPU numbers as GPU ones")
+
+    workload.set_precision(params["precision"])
+    tf.keras.utils.set_random_seed(params["seed"] + params["repetition"])
+    input_shape = tuple(params["input_shape"])
+    sub = next(s for s in test.subtests if s.id == params["subtest"])
+    model = test.load_builder()(input_shape, sub.output_shape)
+    timings["build_s"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    output_shape = tuple(model.output_shape[1:])  # the real one, for any input size
+    x, y = workload.synthetic_batch(test.task, params["batch_size"], input_shape, output_shape, params["seed"])
+    step = workload.make_step(model, params["phase"], x, y, params["execution"])
+    timings["data_s"] = time.perf_counter() - clock
+
+    energy_config = cell["energy"]
+    meter = CodecarbonMeter(cell_dir, project_name=cell["id"], experiment_name=cell["campaign"],
+                            country_iso_code=energy_config["country_iso_code"],
+                            carbon_intensity_g_per_kwh=energy_config["carbon_intensity_g_per_kwh"])
+    clock = time.perf_counter()
+    meter.prepare()
+    timings["meter_prepare_s"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    warmup_latencies = []
+    for _ in range(params["warmup_iterations"]):
+        start = time.perf_counter()
+        out = step()
+        workload.sync_devices()
+        warmup_latencies.append(time.perf_counter() - start)
+    timings["warmup_s"] = time.perf_counter() - clock
+    timings["warmup_latencies_s"] = warmup_latencies
+    probe = step()  # where did the ops run? (outside the window)
+    workload.sync_devices()
+
+    meter.start()
+    window = measure_window(step, workload.sync_devices, params["duration_s"], params["iterations"])
+    energy = meter.stop()
+
+    iterations = len(window["latencies"])
+    samples = iterations * params["batch_size"]
+    duration = window["end"] - window["start"]
+    trainable = sum(int(v.numpy().size) for v in model.trainable_variables)
+    return {
+        "host": hostinfo.host_record(),
+        "software": hostinfo.software_record(),
+        "devices": {
+            "compute_device": getattr(probe, "device", None) or getattr(out, "device", None),
+            "tf_gpus": [d.name for d in tf_gpus],
+            "expected_gpus": expected_gpus,
+        },
+        "model": {"total_params": model.count_params(), "trainable_params": trainable,
+                  "reference_total_params": test.total_params,
+                  "reference_trainable_params": test.trainable_params,
+                  "output_shape": list(output_shape)},
+        "setup": timings,
+        "window": {
+            "duration_s": duration,
+            "iterations": iterations,
+            "samples": samples,
+            "throughput_samples_per_s": samples / duration,
+            "latency_s": latency_stats(window["latencies"]),
+        },
+        "energy": energy_record(energy, samples, energy_config),
+    }

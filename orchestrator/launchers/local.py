@@ -1,0 +1,126 @@
+"""Run cells on this machine, each in a fresh subprocess, one at a time.
+
+One at a time on purpose: two measured cells on one machine corrupt each
+other's energy (node-wide meters count both) and time (shared cores).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from jobs.records import FINAL_STATES, LOG_FILE, update_status
+from orchestrator.errors import UserError
+from orchestrator.launchers import Launcher
+from orchestrator.nodes import ROOT, node_types
+
+POLL_S = 0.5
+KILL_GRACE_S = 10.0
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"killed by {name}"
+    return f"exited with code {returncode}"
+
+
+def log_tail(path, lines: int = 20) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 8192))
+            return b"\n".join(handle.read().splitlines()[-lines:]).decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+class LocalLauncher(Launcher):
+    name = "local"
+
+    def __init__(self, timeout_s: float, python: str = sys.executable):
+        self.timeout_s, self.python = timeout_s, python
+
+    def check(self, cells: list) -> None:
+        host = socket.gethostname()
+        wrong = sorted({c.node_type for c in cells if not node_types()[c.node_type].matches_host(host)})
+        if wrong:
+            raise UserError(
+                f"node type(s) {', '.join(wrong)} cannot run on this host ({host}) with the local launcher",
+                ["a node type's cells run locally only on a host of that type "
+                 f"(hostname matching {node_types()[wrong[0]].hostname_pattern!r});",
+                 "use node type `local` to measure this machine, or a scheduler launcher for the cluster"])
+
+    def launch(self, campaign, cells: list, progress) -> None:
+        for cell in cells:
+            self.run_one(campaign, cell, progress)
+
+    def run_one(self, campaign, cell, progress) -> dict:
+        folder = campaign.cell_dir(cell.id)
+        attempt = campaign.status(cell.id).get("attempts", 0) + 1
+        campaign.set_aside_outputs(cell.id, attempt - 1)
+        env = dict(os.environ, PYTHONUNBUFFERED="1",
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+        progress.start(cell.label)
+        # Before the start, so the job's own "running" (with its pid) always comes after.
+        update_status(folder, "submitted", attempts=attempt, launcher=self.name, host=socket.gethostname())
+        with open(folder / LOG_FILE, "ab") as log:
+            # A session of its own: Ctrl-C reaches us, not the job, and a kill takes its whole group.
+            process = subprocess.Popen([self.python, "-m", "jobs.run", str(folder)], cwd=folder, env=env,
+                                       stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       start_new_session=True)
+            deadline = time.monotonic() + self.timeout_s
+            try:
+                while process.poll() is None:
+                    if time.monotonic() > deadline:
+                        self._stop(process)
+                        status = update_status(folder, "failed", reason=f"timed out after {self.timeout_s:g} s "
+                                               "(timeout_s in the sweep); the job was killed",
+                                               exit_code=process.returncode, timed_out=True)
+                        progress.finish(cell.label, "failed", status["reason"])
+                        return status
+                    progress.tick()
+                    time.sleep(POLL_S)
+            except KeyboardInterrupt:
+                self._stop(process)
+                status = update_status(folder, "failed", reason="interrupted by the user (Ctrl-C)",
+                                       interrupted=True, exit_code=process.returncode)
+                progress.finish(cell.label, "failed", status["reason"])
+                raise
+        return self._settle(campaign, cell, process.returncode, progress)
+
+    def _settle(self, campaign, cell, returncode: int, progress) -> dict:
+        """Trust the job's own final status; when it wrote none, say what killed it."""
+        folder = campaign.cell_dir(cell.id)
+        status = campaign.status(cell.id)
+        if status["state"] == "done" and returncode != 0:
+            status = update_status(folder, "failed", reason=f"the job wrote its result, then {describe_exit(returncode)}",
+                                   exit_code=returncode)
+        elif status["state"] not in FINAL_STATES:
+            tail = log_tail(folder / LOG_FILE)
+            status = update_status(folder, "failed", exit_code=returncode, log_tail=tail,
+                                   reason=f"{describe_exit(returncode)} before writing a result")
+        else:
+            status = update_status(folder, status["state"], exit_code=returncode)
+        progress.finish(cell.label, status["state"], status.get("reason"))
+        return status
+
+    @staticmethod
+    def _stop(process: subprocess.Popen) -> None:
+        """SIGTERM the job's group (it records why), then SIGKILL it after a grace period."""
+        for sig, wait in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, None)):
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                process.wait(timeout=wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue

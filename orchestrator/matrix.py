@@ -1,0 +1,174 @@
+"""Expand a validated sweep into cells: one test × phase × sub-test × node type × repetition each.
+
+include/exclude follow GitHub Actions' matrix rules: excludes remove the
+combinations whose listed axes all match; each include adds its settings to
+every combination it matches on its axes, or, matching none, creates new
+combinations. Settings resolve as built-in < `defaults` < `overrides.<test>`
+< include entries, in file order.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from jobs.catalog import TESTS
+from jobs.records import RESULT_SCHEMA_VERSION
+from orchestrator.spec import AXIS_KEYS, BUILTIN_SETTINGS, SweepSpec
+
+ID_LENGTH = 12
+
+
+@dataclass(frozen=True)
+class Cell:
+    id: str
+    params: dict
+
+    def __getattr__(self, key):
+        try:
+            return self.params[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    @property
+    def implemented(self) -> bool:
+        return TESTS[self.params["test"]].implemented
+
+    @property
+    def label(self) -> str:
+        p = self.params
+        return f"{p['test']} {p['phase']} {p['subtest']} on {p['node_type']} rep {p['repetition']}"
+
+
+@dataclass
+class Expansion:
+    cells: list
+    notes: list = field(default_factory=list)
+
+    def not_implemented(self) -> list:
+        return sorted({c.test for c in self.cells if not c.implemented})
+
+
+def cell_id(params: dict) -> str:
+    """Content address: the same resolved parameters always give the same id.
+
+    Versions of TensorFlow, drivers and the like are left out on purpose, so
+    results stay comparable (and resumable) across them; they are recorded in
+    each result instead.
+    """
+    canonical = json.dumps({"params": params, "schema": RESULT_SCHEMA_VERSION},
+                           sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:ID_LENGTH]
+
+
+def expand(spec: SweepSpec) -> Expansion:
+    sweep = spec.sweep
+    notes = []
+    combos = []  # [axes dict, [(key path, settings dict)...]]
+    for node_type in sweep.matrix.node_types:
+        for test_name in sweep.matrix.tests:
+            test = TESTS[test_name]
+            for phase in sweep.matrix.phases:
+                subs = test.subtests_for(phase)
+                if not subs:
+                    notes.append(f"{test_name} has no {phase} sub-test (it runs: {', '.join(test.phases())})")
+                for sub in subs:
+                    combos.append(({"test": test_name, "phase": phase, "node_type": node_type,
+                                    "subtest": sub.id}, []))
+
+    for entry in sweep.exclude:
+        axes = entry.axes()
+        combos = [c for c in combos if not _matches(c[0], axes)]
+
+    for index, entry in enumerate(sweep.include):
+        axes, settings, where = entry.axes(), entry.settings(), ("include", index)
+        matched = [c for c in combos if _matches(c[0], axes)]
+        for combo in matched:
+            combo[1].append((where, settings))
+        if not matched:
+            combos.extend((new, [(where, settings)]) for new in _new_combos(spec, index, axes))
+
+    cells, seen = [], {}
+    for repetition in range(sweep.matrix.repetitions):  # repetition-major: interleaves tests
+        for axes, layers in combos:
+            params = _resolve(spec, axes, layers, repetition)
+            cid = cell_id(params)
+            if cid in seen:
+                if repetition == 0:
+                    notes.append(f"{_label(axes)} is listed twice with the same settings: one cell kept")
+                continue
+            seen[cid] = True
+            cells.append(Cell(cid, params))
+    return Expansion(cells, notes)
+
+
+def _matches(axes: dict, wanted: dict) -> bool:
+    return all(axes.get(k) == v for k, v in wanted.items())
+
+
+def _label(axes: dict) -> str:
+    return " ".join(str(axes[k]) for k in AXIS_KEYS if k in axes)
+
+
+def _new_combos(spec: SweepSpec, index: int, axes: dict) -> list:
+    missing = [k for k in ("test", "phase", "node_type") if k not in axes]
+    if missing:
+        raise spec.error(("include", index), "matches no combination of the matrix, and a new combination "
+                                             f"needs {', '.join(missing)}")
+    test = TESTS[axes["test"]]
+    subs = [s.id for s in test.subtests_for(axes["phase"])]
+    if not subs:
+        raise spec.error(("include", index, "phase"),
+                         f"{test.name} has no {axes['phase']} sub-test (it runs: {', '.join(test.phases())})")
+    if "subtest" in axes and axes["subtest"] not in subs:
+        raise spec.error(("include", index, "subtest"),
+                         f"sub-test {axes['subtest']} is not a {axes['phase']} sub-test of {test.name} "
+                         f"({', '.join(subs)})")
+    chosen = [axes["subtest"]] if "subtest" in axes else subs
+    return [{"test": test.name, "phase": axes["phase"], "node_type": axes["node_type"], "subtest": s}
+            for s in chosen]
+
+
+def _resolve(spec: SweepSpec, axes: dict, include_layers: list, repetition: int) -> dict:
+    sweep = spec.sweep
+    layers = [((), BUILTIN_SETTINGS.model_dump(exclude_none=True)),
+              (("defaults",), sweep.defaults.model_dump(exclude_none=True))]
+    if axes["test"] in sweep.overrides:
+        layers.append((("overrides", axes["test"]), sweep.overrides[axes["test"]].model_dump(exclude_none=True)))
+    layers.extend(include_layers)
+
+    settings, origin = {}, {}
+    for where, layer in layers:
+        if "duration_s" in layer or "iterations" in layer:  # a window set later replaces, not merges
+            settings.pop("duration_s", None)
+            settings.pop("iterations", None)
+        settings.update(layer)
+        origin.update({key: where for key in layer})
+
+    test = TESTS[axes["test"]]
+    sub = next(s for s in test.subtests if s.id == axes["subtest"])
+    input_shape = list(sub.input_shape)
+    if "input_size" in settings:
+        size = settings["input_size"]
+        if len(size) != len(sub.input_shape) - 1:
+            raise spec.error(origin["input_size"] + ("input_size",),
+                             f"{test.name} takes {len(sub.input_shape) - 1} input size value(s) "
+                             f"(its input is {'x'.join(map(str, sub.input_shape))}), got {size}")
+        input_shape = [*size, sub.input_shape[-1]]
+    batch = settings.get("batch_size", sub.batch * settings["batch_scale"])
+    return {
+        "test": test.name,
+        "subtest": sub.id,
+        "phase": axes["phase"],
+        "node_type": axes["node_type"],
+        "repetition": repetition,
+        "task": test.task,
+        "batch_size": batch,
+        "input_shape": input_shape,
+        "precision": settings["precision"],
+        "execution": settings["execution"],
+        "warmup_iterations": settings["warmup_iterations"],
+        "duration_s": None if "duration_s" not in settings else float(settings["duration_s"]),
+        "iterations": settings.get("iterations"),
+        "seed": sweep.seed,
+    }
