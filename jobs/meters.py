@@ -57,9 +57,10 @@ class CodecarbonMeter:
     def __init__(self, output_dir: Path, project_name: str, experiment_name: str,
                  country_iso_code: str, carbon_intensity_g_per_kwh: float, measure_power_secs: float = 1.0):
         from codecarbon import OfflineEmissionsTracker
+        from codecarbon.output_methods.base_output import OutputMethod
 
         logging.getLogger("codecarbon").setLevel(logging.ERROR)
-        self._tracker_class = OfflineEmissionsTracker
+        self._tracker_class, self._csv = OfflineEmissionsTracker, OutputMethod.CSV
         self._options = dict(
             country_iso_code=country_iso_code,
             force_carbon_intensity_g_co2e_kwh=carbon_intensity_g_per_kwh,
@@ -76,11 +77,11 @@ class CodecarbonMeter:
 
     def prepare(self) -> None:
         """Pay the first start's hardware probing (over a second) outside the window."""
-        probe = self._tracker_class(save_to_file=False, **self._options)
+        probe = self._tracker_class(output_methods=[], **self._options)
         probe.start()
         probe.stop()
         self._tracker = self._tracker_class(output_dir=str(self._output_dir), output_file="emissions.csv",
-                                            save_to_file=True, **self._options)
+                                            output_methods=[self._csv], **self._options)
 
     def start(self) -> None:
         if self._tracker is None:

@@ -1,0 +1,58 @@
+"""Shared helpers: write small sweeps, run the real CLI in a subprocess."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_sweep(folder: Path, text: str, name: str = "sweep.yaml") -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
+
+
+def run_cli(*args, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
+    """The installed command line, as a user runs it."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env=env, cwd=kwargs.get("cwd", ROOT))
+
+
+@pytest.fixture
+def sweep_file(tmp_path):
+    return lambda text, name="sweep.yaml": write_sweep(tmp_path, text, name)
+
+
+# A real MobileNet-V2 at its smallest input, eager, a handful of iterations: about 10 s per cell.
+TINY_SWEEP = """
+name: {name}
+matrix:
+  tests: [mobilenet_v2]
+  phases: {phases}
+  repetitions: 1
+  node_types: [local]
+defaults:
+  batch_size: 2
+  input_size: [32, 32]
+  execution: eager
+  warmup_iterations: 1
+  iterations: {iterations}
+launcher: local
+timeout_s: {timeout}
+energy:
+  pue: 1.5
+  carbon_intensity_g_per_kwh: 50
+  country_iso_code: FRA
+"""
+
+
+def tiny_sweep(name: str = "tiny", phases: str = "[inference, training]", iterations: int = 3,
+               timeout: float = 300) -> str:
+    return TINY_SWEEP.format(name=name, phases=phases, iterations=iterations, timeout=timeout)

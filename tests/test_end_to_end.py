@@ -1,0 +1,158 @@
+"""The real command line, local launcher, job subprocesses, TensorFlow and codecarbon, end to end.
+
+Each cell is a real MobileNet-V2 at its smallest input: about 10 s per job.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from tests.conftest import ROOT, run_cli, tiny_sweep
+
+
+def wait_for(predicate, timeout: float = 120, every: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("condition not reached in time")
+
+
+def running_pid(campaign: Path):
+    for status_file in campaign.glob("cells/*/status.json"):
+        try:
+            status = json.loads(status_file.read_text())
+        except (OSError, ValueError):
+            continue
+        if status.get("state") == "running" and status.get("pid"):
+            return status["pid"]
+    return None
+
+
+def statuses(campaign: Path) -> list:
+    return [json.loads(p.read_text()) for p in sorted(campaign.glob("cells/*/status.json"))]
+
+
+def start_cli(*args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *map(str, args)], cwd=ROOT,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_sweep_to_table_and_resume(sweep_file, tmp_path):
+    sweep = sweep_file(tiny_sweep("e2e"))
+    out = tmp_path / "results"
+    first = run_cli("sweep", sweep, "--output", out)
+    assert first.returncode == 0, first.stderr
+    campaign = out / "e2e"
+    table = pd.read_csv(campaign / "results.csv")
+    assert len(table) == 2 and set(table["state"]) == {"done"}
+    assert set(table["phase"]) == {"inference", "training"}
+    assert (table["throughput_samples_per_s"] > 0).all() and (table["iterations_measured"] == 3).all()
+    assert (table["energy_total_j"] > 0).all()
+    assert set(table["energy_ram_source"]) == {"codecarbon-ram-model"}
+    assert set(table["energy_kind"]) == {"estimated"}
+    assert (table["co2_g"] - table["energy_total_j"] / 3.6e6 * 1.5 * 50).abs().max() < 1e-12
+    summary = pd.read_csv(campaign / "summary.csv")
+    assert len(summary) == 2 and set(summary["n"]) == {1}
+    for cell in campaign.glob("cells/*"):
+        assert {"cell.json", "status.json", "result.json", "emissions.csv", "job.log"} <= {
+            p.name for p in cell.iterdir()}
+    assert (campaign / "sweep.yaml").read_text() == sweep.read_text()
+    manifest = json.loads((campaign / "manifest.json").read_text())
+    assert sorted(c["id"] for c in manifest["cells"]) == sorted(table["cell_id"])
+    assert "done 2" in first.stderr and "running mobilenet_v2" in first.stderr
+
+    again = run_cli("sweep", sweep, "--output", out)
+    assert again.returncode == 0
+    assert "2 done and 0 failed cells skipped" in again.stderr
+    assert all(s["attempts"] == 1 for s in statuses(campaign))
+
+    status = run_cli("status", campaign)
+    assert status.stdout.strip() == "local: 2 done"
+
+
+def test_killed_job_is_failed_with_reason_and_rerun_completes_it(sweep_file, tmp_path):
+    sweep = sweep_file(tiny_sweep("kill", phases="[inference]"))
+    out = tmp_path / "results"
+    cli = start_cli("sweep", sweep, "--output", out)
+    pid = wait_for(lambda: running_pid(out / "kill"))
+    os.kill(pid, signal.SIGKILL)
+    _, err = cli.communicate(timeout=120)
+    assert cli.returncode == 1
+    [status] = statuses(out / "kill")
+    assert status["state"] == "failed"
+    assert status["reason"] == "killed by SIGKILL before writing a result"
+    assert pd.read_csv(out / "kill" / "results.csv")["state"].tolist() == ["failed"]
+
+    plain = run_cli("sweep", sweep, "--output", out)
+    assert plain.returncode == 0 and "1 failed cells skipped (--rerun-failed runs them again)" in plain.stderr
+    rerun = run_cli("sweep", sweep, "--rerun-failed", "--output", out)
+    assert rerun.returncode == 0, rerun.stderr
+    [status] = statuses(out / "kill")
+    assert status["state"] == "done" and status["attempts"] == 2
+    assert status["history"][0]["reason"].startswith("killed by SIGKILL")
+    cell = next((out / "kill").glob("cells/*"))
+    assert (cell / "attempts" / "1" / "job.log").exists()  # the failed attempt's log is kept
+    assert pd.read_csv(out / "kill" / "results.csv")["state"].tolist() == ["done"]
+
+
+def test_timeout_and_python_error_are_failed_with_reason_and_others_continue(sweep_file, tmp_path):
+    # input 8x8 is below MobileNet-V2's minimum: the job raises inside Keras.
+    text = tiny_sweep("errors", phases="[inference]") + "include:\n  - {test: mobilenet_v2, phase: training, " \
+                                                        "node_type: local, input_size: [8, 8]}\n"
+    out = tmp_path / "results"
+    result = run_cli("sweep", sweep_file(text), "--output", out)
+    assert result.returncode == 1
+    by_phase = {json.loads((c / "cell.json").read_text())["params"]["phase"]: json.loads(
+        (c / "status.json").read_text()) for c in (out / "errors").glob("cells/*")}
+    assert by_phase["inference"]["state"] == "done"
+    assert by_phase["training"]["state"] == "failed"
+    assert by_phase["training"]["reason"].startswith("ValueError:")
+    failed_cell = next(c for c in (out / "errors").glob("cells/*") if
+                       json.loads((c / "status.json").read_text())["state"] == "failed")
+    error = json.loads((failed_cell / "result.json").read_text())["error"]
+    assert error["type"] == "ValueError" and "Traceback" in error["traceback"]
+
+    slow = run_cli("sweep", sweep_file(tiny_sweep("slow", phases="[inference]", timeout=2), "slow.yaml"),
+                   "--output", out)
+    assert slow.returncode == 1
+    [status] = statuses(out / "slow")
+    assert status["state"] == "failed" and status["reason"].startswith("timed out after 2 s")
+    assert status["timed_out"] is True
+
+
+def test_ctrl_c_leaves_a_consistent_campaign_that_resumes(sweep_file, tmp_path):
+    sweep = sweep_file(tiny_sweep("interrupt"))
+    out = tmp_path / "results"
+    cli = start_cli("sweep", sweep, "--output", out)
+    job_pid = wait_for(lambda: running_pid(out / "interrupt"))
+    cli.send_signal(signal.SIGINT)
+    _, err = cli.communicate(timeout=60)
+    assert cli.returncode == 130 and "rerun the same command to resume" in err
+    states = sorted(s["state"] for s in statuses(out / "interrupt"))
+    assert states == ["failed"]  # the second cell was never started
+    assert statuses(out / "interrupt")[0]["interrupted"] is True
+    wait_for(lambda: not _alive(job_pid), timeout=15)  # the job did not outlive the sweep
+    assert not (out / "interrupt" / ".lock").read_text()  # lock released
+
+    resumed = run_cli("sweep", sweep, "--output", out)  # no flag needed after an interruption
+    assert resumed.returncode == 0, resumed.stderr
+    assert sorted(s["state"] for s in statuses(out / "interrupt")) == ["done", "done"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -1,0 +1,95 @@
+"""The job's measurement: window discipline, statistics, energy labels, and one real cell in-process."""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+
+from jobs.meters import DomainEnergy, WindowEnergy
+from jobs.runner import energy_record, latency_stats, measure_window
+
+
+def test_window_by_iterations_counts_exactly_and_tiles_the_window():
+    calls = []
+    window = measure_window(lambda: calls.append(time.sleep(0.01)), lambda: None, None, 5)
+    assert len(calls) == 5 and len(window["latencies"]) == 5
+    assert sum(window["latencies"]) == pytest.approx(window["end"] - window["start"], abs=1e-9)
+    assert all(lat >= 0.01 for lat in window["latencies"])
+
+
+def test_window_by_duration_completes_the_last_iteration():
+    window = measure_window(lambda: time.sleep(0.03), lambda: None, 0.1, None)
+    duration = window["end"] - window["start"]
+    assert duration >= 0.1 and duration < 0.1 + 0.03 * 3
+    assert len(window["latencies"]) == pytest.approx(4, abs=1)
+
+
+def test_sync_runs_after_every_iteration_and_before_the_window():
+    events = []
+    measure_window(lambda: events.append("step"), lambda: events.append("sync"), None, 3)
+    assert events == ["sync", "step", "sync", "step", "sync", "step", "sync"]
+
+
+def test_latency_stats_match_numpy():
+    values = [0.5, 0.1, 0.3, 0.2, 0.9, 0.4]
+    got = latency_stats(values)
+    assert got["mean"] == pytest.approx(np.mean(values))
+    assert got["std"] == pytest.approx(np.std(values, ddof=1))
+    assert got["p50"] == pytest.approx(np.percentile(values, 50))
+    assert got["p95"] == pytest.approx(np.percentile(values, 95))
+    assert latency_stats([0.2])["std"] == 0.0
+
+
+def test_energy_record_labels_and_co2_arithmetic():
+    window = WindowEnergy({"cpu": DomainEnergy(360.0, "rapl"), "ram": DomainEnergy(3240.0, "codecarbon-ram-model")},
+                          10.0)
+    record = energy_record(window, samples=36, energy_config={"carbon_intensity_g_per_kwh": 50.0, "pue": 1.5,
+                                                             "country_iso_code": "FRA"})
+    assert record["total_joules"] == 3600.0 and record["joules_per_sample"] == 100.0
+    assert record["total_kind"] == "mixed"  # a counter plus a model is not a measurement
+    assert record["domains"]["cpu"]["measured"] and not record["domains"]["ram"]["measured"]
+    assert record["co2"]["grams"] == pytest.approx(3600 / 3.6e6 * 1.5 * 50)  # kWh x PUE x g/kWh
+    estimated = energy_record(WindowEnergy({"cpu": DomainEnergy(1.0, "codecarbon-constant")}, 1.0), 1,
+                              {"carbon_intensity_g_per_kwh": 1, "pue": 1, "country_iso_code": "FRA"})
+    assert estimated["total_kind"] == "estimated"
+
+
+def test_real_cell_in_process(tmp_path):
+    """A real MobileNet-V2 (tiny input) and real codecarbon, through the job's own code."""
+    from jobs.runner import run_cell
+
+    cell = {"id": "c0ffee000001", "campaign": "unit",
+            "params": {"test": "mobilenet_v2", "subtest": "1.2", "phase": "training", "node_type": "local",
+                       "repetition": 0, "task": "classification", "batch_size": 2, "input_shape": [32, 32, 3],
+                       "precision": "fp32", "execution": "eager", "warmup_iterations": 1, "duration_s": None,
+                       "iterations": 2, "seed": 42},
+            "energy": {"pue": 1.2, "carbon_intensity_g_per_kwh": 56.039, "country_iso_code": "FRA"},
+            "node": {"name": "local", "gpu_count": 0}}
+    result = run_cell(cell, tmp_path)
+    window = result["window"]
+    assert window["iterations"] == 2 and window["samples"] == 4
+    assert window["throughput_samples_per_s"] == pytest.approx(4 / window["duration_s"])
+    assert result["model"]["trainable_params"] == 3_506_153 == result["model"]["reference_trainable_params"]
+    assert "CPU" in result["devices"]["compute_device"]
+    energy = result["energy"]
+    # This machine has no RAPL and no GPU: codecarbon can only estimate, and must say so.
+    assert energy["domains"]["cpu"]["source"] in ("codecarbon-load-model", "codecarbon-constant")
+    assert energy["domains"]["ram"]["source"] == "codecarbon-ram-model"
+    assert "gpu" not in energy["domains"] and energy["total_kind"] == "estimated"
+    assert energy["total_joules"] > 0 and math.isclose(
+        energy["co2"]["grams"], energy["total_joules"] / 3.6e6 * 1.2 * 56.039)
+    # The meter's span covers the window and little more: start-up stayed outside.
+    assert window["duration_s"] <= energy["meter_duration_s"] < window["duration_s"] + 0.5
+    assert (tmp_path / "emissions.csv").read_text().startswith("timestamp,project_name,run_id")
+    assert result["software"]["codecarbon"] == "3.3.2"
+
+
+def test_gpu_promised_but_absent_fails_clearly(tmp_path):
+    from jobs.runner import run_cell
+
+    cell = {"id": "x", "campaign": "unit", "params": {"test": "mobilenet_v2", "node_type": "grele"},
+            "energy": {}, "node": {"name": "grele", "gpu_count": 2}}
+    with pytest.raises(RuntimeError, match="promises 2 GPU.*TensorFlow sees none"):
+        run_cell(cell, tmp_path)
