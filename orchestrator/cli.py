@@ -73,20 +73,36 @@ def cmd_collect(args) -> int:
 
 
 def cmd_status(args) -> int:
+    from orchestrator import follow
     from orchestrator.store import Campaign
 
     campaign = Campaign(Path(args.campaign))
-    manifest = campaign.manifest()
-    counts = Counter()
-    for entry in manifest["cells"]:
-        status = campaign.status(entry["id"])
-        counts[(entry["node_type"], status["state"])] += 1
-        if status["state"] == "failed" and args.verbose:
-            print(f"{entry['id']} {entry['test']} {entry['phase']} rep {entry['repetition']}: {status.get('reason')}")
-    for node_type in sorted({n for n, _ in counts}):
-        parts = ", ".join(f"{counts[(node_type, s)]} {s}" for s in
-                          ("pending", "submitted", "running", "done", "failed") if counts[(node_type, s)])
+    _, cells = follow.refresh(campaign)
+    for node_type, counts in sorted(follow.counts_by_node_type(campaign, cells).items()):
+        parts = ", ".join(f"{counts[s]} {s}" for s in ("pending", "submitted", "running", "done", "failed")
+                          if counts[s])
         print(f"{node_type}: {parts}")
+    if args.verbose:
+        for cell in cells:
+            status = campaign.status(cell.id)
+            if status["state"] == "failed":
+                print(f"{cell.id} {cell.label}: {status.get('reason')}")
+    return 0
+
+
+def cmd_wait(args) -> int:
+    from orchestrator import follow
+    from orchestrator.store import Campaign
+
+    return follow.wait(Campaign(Path(args.campaign)), poll_s=args.poll, timeout_s=args.timeout)
+
+
+def cmd_cancel(args) -> int:
+    from orchestrator import follow
+    from orchestrator.store import Campaign
+
+    count = follow.cancel(Campaign(Path(args.campaign)))
+    print(f"cancelled {count} open cell(s) of {args.campaign}")
     return 0
 
 
@@ -133,6 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("campaign")
     p.add_argument("-v", "--verbose", action="store_true", help="list failed cells with their reasons")
     p.set_defaults(func=cmd_status)
+
+    p = verbs.add_parser("wait", help="follow a campaign until every cell is final (exit 1 if any failed)")
+    p.add_argument("campaign")
+    p.add_argument("--poll", type=float, default=10.0, help="seconds between checks (default 10)")
+    p.add_argument("--timeout", type=float, help="give up after this many seconds (exit 3)")
+    p.set_defaults(func=cmd_wait)
+
+    p = verbs.add_parser("cancel", help="cancel a campaign's open cells")
+    p.add_argument("campaign")
+    p.set_defaults(func=cmd_cancel)
 
     p = verbs.add_parser("catalog", help="list the tests and sub-tests")
     p.add_argument("--json", action="store_true")

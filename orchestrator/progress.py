@@ -49,15 +49,19 @@ class Progress:
             elapsed = _clock(time.monotonic() - self.current_since)
             self._emit(f"{self.counts()} | running {self.current} ({elapsed})")
 
-    def finish(self, label: str, state: str, reason: str | None = None) -> None:
-        self.durations.append(time.monotonic() - self.current_since)
+    def finish(self, label: str, state: str, reason: str | None = None, timed: bool = True) -> None:
+        """A cell reached a final state; `timed=False` when it did not run under our watch."""
+        took = ""
+        if timed:
+            self.durations.append(time.monotonic() - self.current_since)
+            took = f" in {_clock(self.durations[-1])}"
         if state == "done":
             self.done += 1
         else:
             self.failed += 1
         self.current = None
         detail = f": {reason}" if reason else ""
-        self._emit(f"{state.upper():6} {label} in {_clock(self.durations[-1])}{detail}", permanent=True)
+        self._emit(f"{state.upper():6} {label}{took}{detail}", permanent=True)
 
     def close(self) -> None:
         self._emit(self.counts().replace(f", ETA {self.eta()}", ""), permanent=True)

@@ -151,6 +151,9 @@ class Sweep(_Strict):
     seed: NonNegativeInt = 42
     energy: Energy = Energy()
     output: StrictStr = "results"
+    # Scheduler options, validated by the launcher's own model (see orchestrator/launchers).
+    slurm: dict[StrictStr, object] = {}
+    oar: dict[StrictStr, object] = {}
 
 
 class SweepSpec:
@@ -165,6 +168,19 @@ class SweepSpec:
 
     def error(self, keys: tuple, message: str) -> UserError:
         return UserError(f"invalid sweep {self.path}", [f"{self.where(*keys)}: {message}"])
+
+    def launcher_options(self, name: str, model):
+        """The sweep's `<name>:` section validated by the launcher's options model (None if it has none)."""
+        section = getattr(self.sweep, name, None) or {}
+        if model is None:
+            if section:
+                raise self.error((name,), f"the {name} launcher takes no options")
+            return None
+        try:
+            return model.model_validate(section)
+        except ValidationError as exc:
+            raise UserError(f"invalid sweep {self.path}", [
+                f"{self.where(name, *e['loc'])}: {_message(e)}" for e in exc.errors()]) from None
 
 
 def resolve_sweep_path(value: str) -> Path:
@@ -198,7 +214,17 @@ def parse_sweep(text: str, path: Path) -> SweepSpec:
     except ValidationError as exc:
         raise UserError(f"invalid sweep {path}",
                         [f"{_where(path, lines, tuple(e['loc']))}: {_message(e)}" for e in exc.errors()]) from None
-    return SweepSpec(sweep, path, text, lines)
+    spec = SweepSpec(sweep, path, text, lines)
+    from orchestrator.launchers import launcher_class  # here: launchers import this module
+
+    for name in ("slurm", "oar"):
+        if getattr(sweep, name):
+            try:
+                model = launcher_class(name).options_model
+            except UserError as exc:
+                raise spec.error((name,), f"configures a launcher that cannot be used: {exc}") from None
+            spec.launcher_options(name, model)
+    return spec
 
 
 # --- YAML with line numbers ----------------------------------------------------

@@ -82,6 +82,19 @@ class Campaign:
             fcntl.flock(handle, fcntl.LOCK_UN)
             handle.close()
 
+    def is_locked(self) -> bool:
+        """Whether a live process holds the lock (a sweep is running on this campaign)."""
+        path = self.root / LOCK_FILE
+        if not path.exists():
+            return False
+        with open(path) as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+
     def freeze_sweep(self, text: str) -> None:
         """Keep the sweep as run; a changed sweep keeps the previous copy beside it."""
         copy = self.root / SWEEP_COPY

@@ -60,7 +60,7 @@ def run_sweep(sweep_arg: str, output: str | None = None, rerun_failed: bool = Fa
     if missing:
         raise UserError(f"{spec.path}: tests not implemented yet: {', '.join(missing)}",
                         ["remove them from the sweep (`benchmark-tracker expand` lists what is runnable)"])
-    launcher = pick_launcher(sweep.launcher, sweep.timeout_s)
+    launcher = pick_launcher(spec)
     launcher.check(expansion.cells)
     root = Path(output or sweep.output)
     check_writable(root)

@@ -1,20 +1,42 @@
 """Launchers: one interface, one module per way of running a cell.
 
-A launcher is given a campaign and the cells to run. It makes each cell's
-job run `python -m jobs.run <cell folder>`, and guarantees that every cell it
-started ends with a final status (done, or failed with a reason), whatever
-happened to the job.
+A launcher makes each cell's job run `python -m jobs.run <cell folder>` on
+the right kind of node, and guarantees that every cell it started ends with
+a final status (done, or failed with a reason), whatever happened to the
+job. The job writes its own statuses (running, done, failed); the launcher
+writes `submitted` (with `launcher` and `job_id`) and, for jobs that died
+without a word, `failed` with the reason.
+
+Launchers are found by name in LAUNCHERS ("module:Class"), so the core never
+imports a site's package: `oar` lives in grid5000/. A launcher may declare an
+options model (a pydantic class, `options_model`), validated from the sweep's
+section of the same name (`slurm:`, `oar:`) when the sweep is loaded.
 """
 from __future__ import annotations
 
+import importlib
 import shutil
 from abc import ABC, abstractmethod
 
 from orchestrator.errors import UserError
 
+LAUNCHERS = {
+    "local": "orchestrator.launchers.local:LocalLauncher",
+    "slurm": "orchestrator.launchers.slurm:SlurmLauncher",
+    "oar": "grid5000.launcher:OarLauncher",
+}
+# Where `launcher: auto` looks for a scheduler, in order; local when none is found.
+SCHEDULER_COMMANDS = {"slurm": "sbatch", "oar": "oarsub"}
+
 
 class Launcher(ABC):
     name: str
+    # True: launch() returns when every cell is final (local). False: it submits and returns.
+    blocking: bool = False
+    options_model = None  # pydantic model for the sweep's `<name>:` section, if any
+
+    def __init__(self, spec, options=None):
+        self.spec, self.options = spec, options
 
     @abstractmethod
     def check(self, cells: list) -> None:
@@ -22,23 +44,38 @@ class Launcher(ABC):
 
     @abstractmethod
     def launch(self, campaign, cells: list, progress) -> None:
-        """Run (or submit) the cells; on return, local cells all have a final status."""
+        """Run or submit the cells."""
+
+    def refresh(self, campaign, cells: list) -> None:
+        """Mark failed, with the reason, every non-final cell whose job is gone (one batched query)."""
+
+    def cancel(self, campaign, cells: list) -> None:
+        """Stop the jobs of non-final cells and mark them failed (cancelled)."""
 
 
-# Launchers not built yet are refused with a clear message, never silently replaced.
-PLANNED = {"slurm": "sbatch", "oar": "oarsub"}
+def launcher_class(name: str):
+    module_name, class_name = LAUNCHERS[name].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise UserError(f"launcher {name!r} is not available in this version") from None
+        raise UserError(f"launcher {name!r} cannot be loaded: {exc}") from None
+    return getattr(module, class_name)
 
 
-def pick_launcher(requested: str, timeout_s: float) -> Launcher:
-    from orchestrator.launchers.local import LocalLauncher
+def resolve_name(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    for name, command in SCHEDULER_COMMANDS.items():
+        if shutil.which(command):
+            return name
+    return "local"
 
-    if requested == "auto":
-        found = [name for name, command in PLANNED.items() if shutil.which(command)]
-        if found:
-            raise UserError(f"launcher: auto found a {found[0]} scheduler ({PLANNED[found[0]]} is on PATH), "
-                            f"but the {found[0]} launcher is not available in this version",
-                            ["set `launcher: local` in the sweep to run the cells on this machine"])
-        requested = "local"
-    if requested == "local":
-        return LocalLauncher(timeout_s=timeout_s)
-    raise UserError(f"launcher {requested!r} is not available in this version; use `launcher: local`")
+
+def pick_launcher(spec) -> Launcher:
+    """The sweep's launcher, with its options validated (errors point into the sweep file)."""
+    name = resolve_name(spec.sweep.launcher)
+    cls = launcher_class(name)
+    options = spec.launcher_options(name, cls.options_model)
+    return cls(spec, options)

@@ -41,11 +41,23 @@ def log_tail(path, lines: int = 20) -> str:
         return ""
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class LocalLauncher(Launcher):
     name = "local"
+    blocking = True
 
-    def __init__(self, timeout_s: float, python: str = sys.executable):
-        self.timeout_s, self.python = timeout_s, python
+    def __init__(self, spec, options=None, python: str = sys.executable):
+        super().__init__(spec, options)
+        self.timeout_s, self.python = spec.sweep.timeout_s, python
 
     def check(self, cells: list) -> None:
         host = socket.gethostname()
@@ -60,6 +72,29 @@ class LocalLauncher(Launcher):
     def launch(self, campaign, cells: list, progress) -> None:
         for cell in cells:
             self.run_one(campaign, cell, progress)
+
+    def refresh(self, campaign, cells: list) -> None:
+        """A local job outlives nothing: once its process is gone, an open cell has failed."""
+        if campaign.is_locked():
+            return  # a live sweep is watching its own cells
+        for cell in cells:
+            status = campaign.status(cell.id)
+            pid = status.get("pid")
+            if status.get("host") != socket.gethostname():
+                continue  # another machine's job: not ours to judge
+            if pid is None or not _alive(pid):
+                update_status(campaign.cell_dir(cell.id), "failed",
+                              reason="its job is gone without a result (the sweep that ran it was stopped)")
+
+    def cancel(self, campaign, cells: list) -> None:
+        for cell in cells:
+            pid = campaign.status(cell.id).get("pid")
+            if pid is not None and _alive(pid):
+                try:
+                    os.killpg(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+            update_status(campaign.cell_dir(cell.id), "failed", reason="cancelled by the user", cancelled=True)
 
     def run_one(self, campaign, cell, progress) -> dict:
         folder = campaign.cell_dir(cell.id)

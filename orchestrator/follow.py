@@ -1,0 +1,86 @@
+"""After submission: reattach to a campaign from its folder, then status, wait and cancel.
+
+Any later process can follow a campaign: the frozen sweep gives the launcher
+and its options, the manifest gives the cells, status files give the state.
+Scheduler queries only decide what happened to cells without a final status.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+from jobs.records import CELL_FILE, FINAL_STATES, read_json
+from orchestrator.errors import UserError
+from orchestrator.launchers import launcher_class
+from orchestrator.matrix import Cell
+from orchestrator.progress import Progress
+from orchestrator.spec import parse_sweep
+from orchestrator.store import SWEEP_COPY, Campaign
+
+
+def reattach(campaign: Campaign) -> tuple:
+    """(launcher, cells) of an existing campaign, as its last sweep left it."""
+    manifest = campaign.manifest()
+    copy = campaign.root / SWEEP_COPY
+    spec = parse_sweep(copy.read_text(encoding="utf-8"), copy)
+    cls = launcher_class(manifest["launcher"])
+    launcher = cls(spec, spec.launcher_options(manifest["launcher"], cls.options_model))
+    cells = []
+    for entry in manifest["cells"]:
+        try:
+            cells.append(Cell(entry["id"], read_json(campaign.cell_dir(entry["id"]) / CELL_FILE)["params"]))
+        except (OSError, ValueError, KeyError) as exc:
+            raise UserError(f"campaign {campaign.root}: cell {entry['id']} has no readable {CELL_FILE}: {exc}")
+    return launcher, cells
+
+
+def open_cells(campaign: Campaign, cells: list) -> list:
+    return [c for c in cells if campaign.status(c.id)["state"] not in FINAL_STATES]
+
+
+def refresh(campaign: Campaign) -> tuple:
+    launcher, cells = reattach(campaign)
+    pending = open_cells(campaign, cells)
+    if pending:
+        launcher.refresh(campaign, pending)
+    return launcher, cells
+
+
+def counts_by_node_type(campaign: Campaign, cells: list) -> dict:
+    counts = {}
+    for cell in cells:
+        counts.setdefault(cell.node_type, Counter())[campaign.status(cell.id)["state"]] += 1
+    return counts
+
+
+def wait(campaign: Campaign, poll_s: float = 10.0, timeout_s: float | None = None, stream=None) -> int:
+    """Follow until every cell is final; 0 all done, 1 some failed, 3 timed out waiting."""
+    launcher, cells = reattach(campaign)
+    progress = Progress(len(cells), stream)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    reported = set()
+    while True:
+        pending = open_cells(campaign, cells)
+        if pending:
+            launcher.refresh(campaign, pending)
+        for cell in cells:
+            status = campaign.status(cell.id)
+            if cell.id not in reported and status["state"] in FINAL_STATES:
+                reported.add(cell.id)
+                progress.finish(cell.label, status["state"], status.get("reason"), timed=False)
+        if len(reported) == len(cells):
+            progress.close()
+            return 1 if progress.failed else 0
+        if deadline is not None and time.monotonic() > deadline:
+            progress.close()
+            return 3
+        progress.tick()
+        time.sleep(poll_s)
+
+
+def cancel(campaign: Campaign) -> int:
+    launcher, cells = reattach(campaign)
+    pending = open_cells(campaign, cells)
+    if pending:
+        launcher.cancel(campaign, pending)
+    return len(pending)
