@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from jobs.catalog import get_test
@@ -23,6 +24,7 @@ def measure_window(step, sync, duration_s: float | None, iterations: int | None)
     """
     latencies = []
     sync()
+    start_unix = time.time()
     start = previous = time.perf_counter()
     while True:
         step()
@@ -35,7 +37,8 @@ def measure_window(step, sync, duration_s: float | None, iterations: int | None)
                 break
         elif now - start >= duration_s:
             break
-    return {"start": start, "end": previous, "latencies": latencies}
+    return {"start": start, "end": previous, "latencies": latencies,
+            "start_unix": start_unix, "end_unix": start_unix + (previous - start)}
 
 
 def latency_stats(latencies: list) -> dict:
@@ -57,26 +60,49 @@ def latency_stats(latencies: list) -> dict:
     }
 
 
-def energy_record(window_energy, samples: int, energy_config: dict) -> dict:
-    domains = {name: d.record() for name, d in sorted(window_energy.domains.items())}
+def energy_record(energy, samples: int, window_s: float, config: dict, idle: dict | None = None) -> dict:
+    """Gross energy per domain with its source, idle-corrected net energy, confidence flags, CO2."""
+    domains, notes, low_confidence = {}, list(energy.notes), []
+    idle_joules = 0.0
+    for name, domain in sorted(energy.domains.items()):
+        record = domain.record()
+        if idle is not None:
+            if idle["sources"].get(name) == domain.source:
+                record["idle_w"] = idle["power_w"][name]
+                record["net_joules"] = domain.joules - record["idle_w"] * window_s
+                idle_joules += record["idle_w"] * window_s
+            else:
+                notes.append(f"{name}: idle baseline measured with {idle['sources'].get(name)}, window with "
+                             f"{domain.source}: no net energy for this domain")
+        minimum = config["min_window_gpu_s"] if domain.via == "nvml" else config["min_window_node_s"]
+        if window_s < minimum:
+            low_confidence.append(f"{name}: window of {window_s:.1f} s is shorter than the {minimum:g} s "
+                                  f"a {domain.source} reading needs")
+        domains[name] = record
     total = sum(d["joules"] for d in domains.values())
     measured = [d["measured"] for d in domains.values()]
     kind = "measured" if measured and all(measured) else ("estimated" if not any(measured) else "mixed")
-    intensity = energy_config["carbon_intensity_g_per_kwh"]
-    pue = energy_config["pue"]
+    has_net = bool(domains) and all("net_joules" in d for d in domains.values())
     return {
         "domains": domains,
+        "alternatives": energy.alternatives,
         "total_joules": total,
         "total_kind": kind,  # measured only when every domain came from a hardware counter
         "joules_per_sample": total / samples,
-        "meter_duration_s": window_energy.meter_duration_s,
-        "meter_details": window_energy.details,
+        "idle": idle,
+        "total_net_joules": total - idle_joules if has_net else None,
+        "net_joules_per_sample": (total - idle_joules) / samples if has_net else None,
+        "low_confidence": low_confidence,
+        "notes": notes,
+        "meter_duration_s": energy.duration_s,
+        "meter_details": energy.details,
         "co2": {
             # Raw energy above excludes PUE; CO2 applies it: kWh x PUE x intensity.
-            "grams": total / JOULES_PER_KWH * pue * intensity,
-            "carbon_intensity_g_per_kwh": intensity,
-            "pue": pue,
-            "country_iso_code": energy_config["country_iso_code"],
+            "grams": total / JOULES_PER_KWH * config["pue"] * config["carbon_intensity_g_per_kwh"],
+            "carbon_intensity_g_per_kwh": config["carbon_intensity_g_per_kwh"],
+            "pue": config["pue"],
+            "country_iso_code": config["country_iso_code"],
+            "factor_source": config.get("factor_source"),
         },
     }
 
@@ -86,12 +112,13 @@ def run_cell(cell: dict, cell_dir: Path) -> dict:
     import tensorflow as tf
 
     from jobs import hostinfo, workload
-    from jobs.meters import CodecarbonMeter
+    from jobs.idle import idle_baseline
+    from jobs.meters import build_meters
 
     params = cell["params"]
     test = get_test(params["test"])
+    config = cell["energy"]
     timings = {}
-    clock = time.perf_counter()
 
     expected_gpus = cell.get("node", {}).get("gpu_count", 0)
     tf_gpus = tf.config.list_physical_devices("GPU")
@@ -100,42 +127,48 @@ def run_cell(cell: dict, cell_dir: Path) -> dict:
                            "sees none: check the CUDA build of TensorFlow (tensorflow[and-cuda]) and the "
                            "allocation (CUDA_VISIBLE_DEVICES); refusing to report CPU numbers as GPU ones")
 
-    workload.set_precision(params["precision"])
-    tf.keras.utils.set_random_seed(params["seed"] + params["repetition"])
-    input_shape = tuple(params["input_shape"])
-    sub = next(s for s in test.subtests if s.id == params["subtest"])
-    model = test.load_builder()(input_shape, sub.output_shape)
-    timings["build_s"] = time.perf_counter() - clock
-
     clock = time.perf_counter()
-    output_shape = tuple(model.output_shape[1:])  # the real one, for any input size
-    x, y = workload.synthetic_batch(test.task, params["batch_size"], input_shape, output_shape, params["seed"])
-    step = workload.make_step(model, params["phase"], x, y, params["execution"])
-    timings["data_s"] = time.perf_counter() - clock
+    meters = build_meters(cell_dir, cell, config)
+    timings["meters_setup_s"] = time.perf_counter() - clock
+    try:
+        # Before the model exists: the node is as idle as this job can make it.
+        clock = time.perf_counter()
+        idle = idle_baseline(meters, Path(cell_dir).parent.parent, config["idle_s"], config["idle_reuse_s"],
+                             cell["id"])
+        timings["idle_s"] = time.perf_counter() - clock
 
-    energy_config = cell["energy"]
-    meter = CodecarbonMeter(cell_dir, project_name=cell["id"], experiment_name=cell["campaign"],
-                            country_iso_code=energy_config["country_iso_code"],
-                            carbon_intensity_g_per_kwh=energy_config["carbon_intensity_g_per_kwh"])
-    clock = time.perf_counter()
-    meter.prepare()
-    timings["meter_prepare_s"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        workload.set_precision(params["precision"])
+        tf.keras.utils.set_random_seed(params["seed"] + params["repetition"])
+        input_shape = tuple(params["input_shape"])
+        sub = next(s for s in test.subtests if s.id == params["subtest"])
+        model = test.load_builder()(input_shape, sub.output_shape)
+        timings["build_s"] = time.perf_counter() - clock
 
-    clock = time.perf_counter()
-    warmup_latencies = []
-    for _ in range(params["warmup_iterations"]):
-        start = time.perf_counter()
-        out = step()
+        clock = time.perf_counter()
+        output_shape = tuple(model.output_shape[1:])  # the real one, for any input size
+        x, y = workload.synthetic_batch(test.task, params["batch_size"], input_shape, output_shape,
+                                        params["seed"])
+        step = workload.make_step(model, params["phase"], x, y, params["execution"])
+        timings["data_s"] = time.perf_counter() - clock
+
+        clock = time.perf_counter()
+        warmup_latencies = []
+        for _ in range(params["warmup_iterations"]):
+            start = time.perf_counter()
+            step()
+            workload.sync_devices()
+            warmup_latencies.append(time.perf_counter() - start)
+        probe = step()  # where did the ops run? (outside the window)
         workload.sync_devices()
-        warmup_latencies.append(time.perf_counter() - start)
-    timings["warmup_s"] = time.perf_counter() - clock
-    timings["warmup_latencies_s"] = warmup_latencies
-    probe = step()  # where did the ops run? (outside the window)
-    workload.sync_devices()
+        timings["warmup_s"] = time.perf_counter() - clock
+        timings["warmup_latencies_s"] = warmup_latencies
 
-    meter.start()
-    window = measure_window(step, workload.sync_devices, params["duration_s"], params["iterations"])
-    energy = meter.stop()
+        meters.start()
+        window = measure_window(step, workload.sync_devices, params["duration_s"], params["iterations"])
+        energy = meters.stop()
+    finally:
+        meters.close()
 
     iterations = len(window["latencies"])
     samples = iterations * params["batch_size"]
@@ -145,7 +178,7 @@ def run_cell(cell: dict, cell_dir: Path) -> dict:
         "host": hostinfo.host_record(),
         "software": hostinfo.software_record(),
         "devices": {
-            "compute_device": getattr(probe, "device", None) or getattr(out, "device", None),
+            "compute_device": getattr(probe, "device", None),
             "tf_gpus": [d.name for d in tf_gpus],
             "expected_gpus": expected_gpus,
         },
@@ -156,10 +189,14 @@ def run_cell(cell: dict, cell_dir: Path) -> dict:
         "setup": timings,
         "window": {
             "duration_s": duration,
+            "start_utc": datetime.fromtimestamp(window["start_unix"], timezone.utc).isoformat(),
+            "end_utc": datetime.fromtimestamp(window["end_unix"], timezone.utc).isoformat(),
+            "start_unix": window["start_unix"],
+            "end_unix": window["end_unix"],
             "iterations": iterations,
             "samples": samples,
             "throughput_samples_per_s": samples / duration,
             "latency_s": latency_stats(window["latencies"]),
         },
-        "energy": energy_record(energy, samples, energy_config),
+        "energy": energy_record(energy, samples, duration, config, idle),
     }

@@ -20,7 +20,8 @@ from jobs.records import _UMASK, RESULT_FILE, read_json
 from orchestrator.store import Campaign
 
 GROUP_KEYS = ["test", "subtest", "phase", "node_type", "precision", "execution", "batch_size", "input_shape"]
-SUMMARY_METRICS = ["window_s", "throughput_samples_per_s", "energy_total_j", "energy_per_sample_j", "co2_g"]
+SUMMARY_METRICS = ["window_s", "throughput_samples_per_s", "energy_total_j", "energy_per_sample_j",
+                   "energy_net_per_sample_j", "co2_g"]
 PARAM_COLUMNS = ["test", "subtest", "phase", "node_type", "repetition", "task", "batch_size", "input_shape",
                  "precision", "execution", "warmup_iterations", "duration_s", "iterations", "seed"]
 DOMAINS = ("cpu", "gpu", "ram")
@@ -72,9 +73,14 @@ def result_row(result: dict) -> dict:
         "energy_total_j": energy.get("total_joules"),
         "energy_kind": energy.get("total_kind"),
         "energy_per_sample_j": energy.get("joules_per_sample"),
+        "energy_net_j": energy.get("total_net_joules"),
+        "energy_net_per_sample_j": energy.get("net_joules_per_sample"),
+        "idle_power_w": sum((energy.get("idle") or {}).get("power_w", {}).values()) if energy.get("idle") else None,
+        "low_confidence": "; ".join(energy.get("low_confidence") or []) or None,
         "co2_g": co2.get("grams"),
         "carbon_intensity_g_per_kwh": co2.get("carbon_intensity_g_per_kwh"),
         "pue": co2.get("pue"),
+        "factor_source": co2.get("factor_source"),
         "started_at": result.get("started_at"),
         "finished_at": result.get("finished_at"),
     })
@@ -157,11 +163,28 @@ def _atomic(path: Path, write) -> None:
         raise
 
 
-def collect(campaign_root: Path) -> Collected:
+def apply_factors(results: pd.DataFrame, pue: float | None = None,
+                  carbon_intensity_g_per_kwh: float | None = None) -> pd.DataFrame:
+    """CO2 from raw energy, with the recorded factors or new ones: no rerun needed to change them."""
+    if not len(results) or "energy_total_j" not in results:
+        return results
+    results = results.copy()
+    if pue is not None:
+        results["pue"] = float(pue)
+    if carbon_intensity_g_per_kwh is not None:
+        results["carbon_intensity_g_per_kwh"] = float(carbon_intensity_g_per_kwh)
+    if pue is not None or carbon_intensity_g_per_kwh is not None:
+        results["factor_source"] = "given to collect"
+    results["co2_g"] = results["energy_total_j"] / 3.6e6 * results["pue"] * results["carbon_intensity_g_per_kwh"]
+    return results
+
+
+def collect(campaign_root: Path, pue: float | None = None,
+            carbon_intensity_g_per_kwh: float | None = None) -> Collected:
     campaign = Campaign(campaign_root)
     problems = []
     rows = [_cell_row(campaign, entry, problems) for entry in campaign.manifest()["cells"]]
-    results = pd.DataFrame(rows)
+    results = apply_factors(pd.DataFrame(rows), pue, carbon_intensity_g_per_kwh)
     summary = summarise(results)
     _atomic(campaign.root / "results.csv", lambda p: results.to_csv(p, index=False))
     _atomic(campaign.root / "results.parquet", lambda p: results.to_parquet(p, index=False))

@@ -89,7 +89,7 @@ def expand(spec: SweepSpec) -> Expansion:
             combos.extend((new, [(where, settings)]) for new in _new_combos(spec, index, axes))
 
     cells, seen = [], {}
-    for repetition in range(sweep.matrix.repetitions):  # repetition-major: interleaves tests
+    for repetition in range(max_repetitions(sweep)):  # repetition-major: interleaves tests
         for axes, layers in combos:
             params = _resolve(spec, axes, layers, repetition)
             cid = cell_id(params)
@@ -100,6 +100,12 @@ def expand(spec: SweepSpec) -> Expansion:
             seen[cid] = True
             cells.append(Cell(cid, params))
     return Expansion(cells, notes)
+
+
+def max_repetitions(sweep) -> int:
+    """Cells exist for every repetition a group may need; adaptive ones run only if needed."""
+    reps = sweep.matrix.repetitions
+    return reps if isinstance(reps, int) else reps.max
 
 
 def _matches(axes: dict, wanted: dict) -> bool:

@@ -54,3 +54,31 @@ def _load(paths: tuple) -> dict:
 
 def node_types() -> dict:
     return _load(tuple(catalog_paths()))
+
+
+# Per-site CO2 factors, as data. A node type's `site` key selects its row.
+SITE_FACTOR_FILES = (ROOT / "grid5000" / "site_factors.yaml",)
+DEFAULT_FACTORS = {"pue": 1.0, "carbon_intensity_g_per_kwh": 56.039, "country_iso_code": "FRA",
+                   "source": "default: codecarbon 3.3.2 France 2023 (lifecycle), PUE 1.0"}
+
+
+@lru_cache(maxsize=None)
+def site_factors() -> dict:
+    table = {}
+    for path in SITE_FACTOR_FILES:
+        if path.exists():
+            table.update({k: v for k, v in (yaml.safe_load(path.read_text()) or {}).items()
+                          if not k.startswith("_")})
+    return table
+
+
+def energy_factors(node_type: str, configured: dict) -> dict:
+    """CO2 factors for a cell: the sweep's where set, else the node's site table, else the defaults."""
+    site = node_types()[node_type].extra.get("site")
+    base = dict(site_factors().get(site) or DEFAULT_FACTORS)
+    base["source"] = f"site {site}: {base['source']}" if site in site_factors() else base["source"]
+    chosen = {k: (configured[k] if configured.get(k) is not None else base[k])
+              for k in ("pue", "carbon_intensity_g_per_kwh", "country_iso_code")}
+    overridden = [k for k in chosen if configured.get(k) is not None]
+    chosen["source"] = base["source"] if not overridden else f"sweep ({', '.join(overridden)}); otherwise {base['source']}"
+    return chosen

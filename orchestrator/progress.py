@@ -17,7 +17,7 @@ class Progress:
 
     def __init__(self, total: int, stream=None):
         self.total, self.stream = total, stream or sys.stderr
-        self.done = self.failed = 0
+        self.done = self.failed = self.skipped = 0
         self.current = None
         self.current_since = 0.0
         self.durations = []
@@ -26,7 +26,7 @@ class Progress:
 
     @property
     def remaining(self) -> int:
-        return self.total - self.done - self.failed
+        return self.total - self.done - self.failed - self.skipped
 
     def eta(self) -> str:
         if not self.durations:
@@ -37,7 +37,8 @@ class Progress:
         return _clock(max(left, 0))
 
     def counts(self) -> str:
-        return (f"[{self.done + self.failed}/{self.total}] done {self.done}, failed {self.failed}, "
+        skipped = f", skipped {self.skipped}" if self.skipped else ""
+        return (f"[{self.total - self.remaining}/{self.total}] done {self.done}, failed {self.failed}{skipped}, "
                 f"remaining {self.remaining}, ETA {self.eta()}")
 
     def start(self, label: str) -> None:
@@ -57,6 +58,8 @@ class Progress:
             took = f" in {_clock(self.durations[-1])}"
         if state == "done":
             self.done += 1
+        elif state == "skipped":
+            self.skipped += 1
         else:
             self.failed += 1
         self.current = None

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr,
-                      ValidationError, field_validator, model_validator)
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt,
+                      StrictStr, ValidationError, field_validator, model_validator)
 
 from jobs.catalog import PHASES, TESTS
 from orchestrator.errors import UserError
@@ -82,10 +82,28 @@ BUILTIN_SETTINGS = Settings(batch_scale=1, precision="fp32", execution="graph",
                             warmup_iterations=3, duration_s=30)
 
 
+METRICS = ("energy_per_sample_j", "throughput_samples_per_s", "window_s", "energy_total_j")
+
+
+class Repetitions(_Strict):
+    """Repetitions driven by precision: repeat a group until its 95 % CI is tight enough, or `max`."""
+
+    min: Annotated[StrictInt, Field(ge=2)] = 3
+    max: PositiveInt = 20
+    target_ci: Annotated[StrictFloat | StrictInt, Field(gt=0, lt=1)] = 0.02  # CI half-width / mean
+    metric: Literal[METRICS] = "energy_per_sample_j"
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}) is below min ({self.min})")
+        return self
+
+
 class Matrix(_Strict):
     tests: Annotated[list[TestName], Field(min_length=1)]
     phases: Annotated[list[Literal[PHASES]], Field(min_length=1)] = list(PHASES)
-    repetitions: PositiveInt = 1
+    repetitions: PositiveInt | Repetitions = 1
     node_types: Annotated[list[NodeTypeName], Field(min_length=1)] = ["local"]
 
     @field_validator("tests", "phases", "node_types")
@@ -131,10 +149,24 @@ class IncludeEntry(MatrixEntry, Settings):
 
 
 class Energy(_Strict):
-    pue: Annotated[StrictFloat | StrictInt, Field(ge=1.0)] = 1.0
-    # codecarbon's France factor (2023, lifecycle); sites may override.
-    carbon_intensity_g_per_kwh: Annotated[StrictFloat | StrictInt, Field(ge=0)] = 56.039
-    country_iso_code: Annotated[StrictStr, Field(pattern=r"^[A-Z]{3}$")] = "FRA"
+    # Factors for CO2; unset ones come from the node type's site table, else the defaults
+    # (codecarbon's France figure, 2023 lifecycle; PUE 1). Never applied to raw energy.
+    pue: Annotated[StrictFloat | StrictInt, Field(ge=1.0)] | None = None
+    carbon_intensity_g_per_kwh: Annotated[StrictFloat | StrictInt, Field(ge=0)] | None = None
+    country_iso_code: Annotated[StrictStr, Field(pattern=r"^[A-Z]{3}$")] | None = None
+    idle_s: Annotated[StrictFloat | StrictInt, Field(ge=0)] = 30  # idle baseline before a cell; 0: none
+    idle_reuse_s: Annotated[StrictFloat | StrictInt, Field(ge=0)] = 3600  # per node, within a campaign
+    min_window_node_s: Annotated[StrictFloat | StrictInt, Field(ge=0)] = 60  # RAPL, codecarbon
+    min_window_gpu_s: Annotated[StrictFloat | StrictInt, Field(ge=0)] = 10  # NVML counters
+    nvml_poll_hz: Annotated[StrictFloat | StrictInt, Field(ge=10)] = 20
+
+
+class Order(_Strict):
+    """Execution order within each repetition: shuffled with a seed, so time of day and
+    thermal drift do not line up with tests or node types."""
+
+    shuffle: StrictBool = True
+    seed: NonNegativeInt = 0
 
 
 class Sweep(_Strict):
@@ -148,6 +180,8 @@ class Sweep(_Strict):
     overrides: dict[TestName, Settings] = {}
     launcher: Literal[LAUNCHERS] = "auto"
     timeout_s: PositiveNumber = 3600
+    cooldown_s: Annotated[StrictFloat | StrictInt, Field(ge=0)] = 0  # idle gap between cells
+    order: Order = Order()
     seed: NonNegativeInt = 42
     energy: Energy = Energy()
     output: StrictStr = "results"

@@ -4,16 +4,23 @@ Nothing is written or launched until the sweep, its expansion and the
 launcher's checks have all passed. Rerunning the same command resumes:
 done cells are skipped, and so are failed ones unless asked
 (--rerun-failed); cells a previous run left unfinished run again.
+
+Cells run in rounds, one per repetition index, each shuffled with a seed.
+With adaptive repetitions a round runs only the groups that still need
+precision; a launcher that submits and returns (a scheduler) gets the rounds
+whose need is known now, and rerunning the command submits the next ones.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobs.records import FINAL_STATES, update_status
 from orchestrator.errors import UserError
 from orchestrator.launchers import pick_launcher
-from orchestrator.matrix import expand
-from orchestrator.nodes import node_types
+from orchestrator.matrix import expand, max_repetitions
+from orchestrator.nodes import energy_factors, node_types
+from orchestrator.precision import group_key, metric_value, needs_more, order_round, relative_half_width
 from orchestrator.progress import Progress
 from orchestrator.spec import load_sweep
 from orchestrator.store import Campaign, check_writable
@@ -35,11 +42,19 @@ class SweepOutcome:
         return 1 if self.failed else 0
 
 
-def select_cells(campaign: Campaign, cells: list, rerun_failed: bool, force: bool) -> tuple:
-    """(cells to run, done skipped, failed skipped)."""
+def select_cells(campaign: Campaign, cells: list, rerun_failed: bool, force: bool,
+                 skip_in_flight: bool = False) -> tuple:
+    """(cells to run, done skipped, failed skipped).
+
+    `skip_in_flight`: for launchers that submit and return, a submitted or
+    running cell is a live job (dead ones were marked failed by refresh), so
+    it is never submitted twice.
+    """
     chosen, done, failed = [], 0, 0
     for cell in cells:
         status = campaign.status(cell.id)
+        if skip_in_flight and status["state"] in ("submitted", "running"):
+            continue
         if force:
             chosen.append(cell)
         elif status["state"] == "done":
@@ -49,6 +64,39 @@ def select_cells(campaign: Campaign, cells: list, rerun_failed: bool, force: boo
         else:
             chosen.append(cell)
     return chosen, done, failed
+
+
+def cell_record(sweep, cell) -> dict:
+    """What a job needs besides its parameters: energy settings, node promises, limits."""
+    node = node_types()[cell.node_type]
+    energy = sweep.energy.model_dump()
+    energy.update(energy_factors(cell.node_type, energy))
+    energy["factor_source"] = energy.pop("source")
+    return {"energy": energy, "timeout_s": sweep.timeout_s,
+            "node": {"name": node.name, "gpu_count": node.gpu_count, "gpu_model": node.gpu_model}}
+
+
+def _adaptive_skip(campaign: Campaign, cells: list, by_group: dict, policy, round_index: int) -> tuple:
+    """Split a round into (still needed, skipped, undecided) for adaptive repetitions."""
+    needed, skipped, undecided = [], [], []
+    for cell in cells:
+        earlier = [c for c in by_group[group_key(cell)] if c.repetition < round_index]
+        if any(campaign.status(c.id)["state"] not in FINAL_STATES for c in earlier):
+            undecided.append(cell)  # earlier repetitions still running elsewhere
+            continue
+        values = [v for v in (metric_value(campaign, c, policy.metric) for c in earlier
+                              if campaign.status(c.id)["state"] == "done") if v is not None]
+        if needs_more(values, policy):
+            needed.append(cell)
+        else:
+            skipped.append(cell)
+            if campaign.status(cell.id)["state"] != "done":
+                width = relative_half_width(values)
+                update_status(campaign.cell_dir(cell.id), "skipped",
+                              reason=f"not needed: {policy.metric} 95 % CI ±{width:.2%} of the mean after "
+                                     f"{len(values)} repetitions (target ±{policy.target_ci:.2%}, "
+                                     f"max {policy.max})")
+    return needed, skipped, undecided
 
 
 def run_sweep(sweep_arg: str, output: str | None = None, rerun_failed: bool = False, force: bool = False,
@@ -66,27 +114,44 @@ def run_sweep(sweep_arg: str, output: str | None = None, rerun_failed: bool = Fa
     check_writable(root)
 
     campaign = Campaign(root / sweep.name)
+    policy = None if isinstance(sweep.matrix.repetitions, int) else sweep.matrix.repetitions
+    by_group = {}
+    for cell in expansion.cells:
+        by_group.setdefault(group_key(cell), []).append(cell)
+
     with campaign.lock():
         campaign.freeze_sweep(spec.text)
         campaign.write_manifest(sweep.name, spec.text, launcher.name, expansion.cells)
         for cell in expansion.cells:
-            node = node_types()[cell.node_type]
-            campaign.write_cell(cell, {
-                "energy": sweep.energy.model_dump(),
-                "timeout_s": sweep.timeout_s,
-                "node": {"name": node.name, "gpu_count": node.gpu_count, "gpu_model": node.gpu_model},
-            })
-        todo, skipped_done, skipped_failed = select_cells(campaign, expansion.cells, rerun_failed, force)
-        progress = Progress(len(todo), progress_stream)
+            campaign.write_cell(cell, cell_record(sweep, cell))
+        if not launcher.blocking:  # settle jobs that died since the last look, before choosing
+            in_flight = [c for c in expansion.cells if campaign.status(c.id)["state"] in ("submitted", "running")]
+            if in_flight:
+                launcher.refresh(campaign, in_flight)
+        progress = Progress(0, progress_stream)
+        ran, skipped_done, skipped_failed, interrupted = [], 0, 0, False
+        try:
+            for round_index in range(max_repetitions(sweep)):
+                cells = [c for c in expansion.cells if c.repetition == round_index]
+                if policy is not None and round_index >= policy.min:
+                    cells, _, undecided = _adaptive_skip(campaign, cells, by_group, policy, round_index)
+                    if undecided:  # a scheduler is still running earlier rounds: the next run decides
+                        break
+                todo, done, failed = select_cells(campaign, cells, rerun_failed, force,
+                                                  skip_in_flight=not launcher.blocking)
+                skipped_done, skipped_failed = skipped_done + done, skipped_failed + failed
+                progress.total += len(todo)
+                launcher.launch(campaign, order_round(todo, sweep.order.shuffle, sweep.order.seed, round_index),
+                                progress)
+                ran.extend(todo)
+                if not launcher.blocking and policy is not None and round_index + 1 >= policy.min:
+                    break  # later rounds depend on results the scheduler has not produced yet
+        except KeyboardInterrupt:
+            interrupted = True
         if skipped_done or skipped_failed:
             hint = " (--rerun-failed runs them again)" if skipped_failed else ""
             progress.stream.write(f"campaign {campaign.root}: {skipped_done} done and {skipped_failed} failed "
                                   f"cells skipped{hint}\n")
-        interrupted = False
-        try:
-            launcher.launch(campaign, todo, progress)
-        except KeyboardInterrupt:
-            interrupted = True
         progress.close()
-    failed = sum(1 for c in todo if campaign.status(c.id)["state"] == "failed")
-    return SweepOutcome(campaign, len(todo), skipped_done, skipped_failed, failed, interrupted)
+    failed = sum(1 for c in ran if campaign.status(c.id)["state"] == "failed")
+    return SweepOutcome(campaign, len(ran), skipped_done, skipped_failed, failed, interrupted)

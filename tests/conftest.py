@@ -50,6 +50,7 @@ energy:
   pue: 1.5
   carbon_intensity_g_per_kwh: 50
   country_iso_code: FRA
+  idle_s: 1
 """
 
 

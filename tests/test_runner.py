@@ -42,18 +42,44 @@ def test_latency_stats_match_numpy():
     assert latency_stats([0.2])["std"] == 0.0
 
 
+CONFIG = {"carbon_intensity_g_per_kwh": 50.0, "pue": 1.5, "country_iso_code": "FRA",
+          "min_window_node_s": 60, "min_window_gpu_s": 10}
+
+
+def window_energy(domains: dict) -> WindowEnergy:
+    return WindowEnergy(domains, {}, 10.0, {}, {}, [])
+
+
 def test_energy_record_labels_and_co2_arithmetic():
-    window = WindowEnergy({"cpu": DomainEnergy(360.0, "rapl"), "ram": DomainEnergy(3240.0, "codecarbon-ram-model")},
-                          10.0)
-    record = energy_record(window, samples=36, energy_config={"carbon_intensity_g_per_kwh": 50.0, "pue": 1.5,
-                                                             "country_iso_code": "FRA"})
+    energy = window_energy({"cpu": DomainEnergy(360.0, "rapl", "rapl"),
+                            "ram": DomainEnergy(3240.0, "codecarbon-ram-model", "codecarbon")})
+    record = energy_record(energy, samples=36, window_s=100.0, config=CONFIG)
     assert record["total_joules"] == 3600.0 and record["joules_per_sample"] == 100.0
     assert record["total_kind"] == "mixed"  # a counter plus a model is not a measurement
     assert record["domains"]["cpu"]["measured"] and not record["domains"]["ram"]["measured"]
     assert record["co2"]["grams"] == pytest.approx(3600 / 3.6e6 * 1.5 * 50)  # kWh x PUE x g/kWh
-    estimated = energy_record(WindowEnergy({"cpu": DomainEnergy(1.0, "codecarbon-constant")}, 1.0), 1,
-                              {"carbon_intensity_g_per_kwh": 1, "pue": 1, "country_iso_code": "FRA"})
+    assert record["low_confidence"] == [] and record["total_net_joules"] is None
+    estimated = energy_record(window_energy({"cpu": DomainEnergy(1.0, "codecarbon-constant", "codecarbon")}),
+                              1, 100.0, CONFIG)
     assert estimated["total_kind"] == "estimated"
+
+
+def test_idle_subtraction_and_short_window_flags():
+    energy = window_energy({"gpu": DomainEnergy(3000.0, "nvml-counter", "nvml"),
+                            "cpu": DomainEnergy(1000.0, "rapl", "rapl")})
+    idle = {"power_w": {"gpu": 50.0, "cpu": 20.0}, "sources": {"gpu": "nvml-counter", "cpu": "rapl"}}
+    record = energy_record(energy, samples=10, window_s=20.0, config=CONFIG, idle=idle)
+    assert record["domains"]["gpu"]["net_joules"] == 3000.0 - 50.0 * 20.0
+    assert record["domains"]["cpu"]["net_joules"] == 1000.0 - 20.0 * 20.0
+    assert record["total_net_joules"] == 4000.0 - 1400.0
+    assert record["net_joules_per_sample"] == 260.0
+    assert record["total_kind"] == "measured"
+    # 20 s is long enough for a GPU counter (10 s), not for a node-level meter (60 s).
+    assert len(record["low_confidence"]) == 1 and record["low_confidence"][0].startswith("cpu: window of 20.0 s")
+    mismatch = energy_record(energy, 10, 20.0, CONFIG, {"power_w": {"gpu": 50.0, "cpu": 20.0},
+                                                        "sources": {"gpu": "nvml-power", "cpu": "rapl"}})
+    assert "net_joules" not in mismatch["domains"]["gpu"] and mismatch["total_net_joules"] is None
+    assert any("gpu: idle baseline measured with nvml-power" in n for n in mismatch["notes"])
 
 
 def test_real_cell_in_process(tmp_path):
@@ -65,9 +91,13 @@ def test_real_cell_in_process(tmp_path):
                        "repetition": 0, "task": "classification", "batch_size": 2, "input_shape": [32, 32, 3],
                        "precision": "fp32", "execution": "eager", "warmup_iterations": 1, "duration_s": None,
                        "iterations": 2, "seed": 42},
-            "energy": {"pue": 1.2, "carbon_intensity_g_per_kwh": 56.039, "country_iso_code": "FRA"},
+            "energy": {"pue": 1.2, "carbon_intensity_g_per_kwh": 56.039, "country_iso_code": "FRA",
+                       "idle_s": 1, "idle_reuse_s": 3600, "min_window_node_s": 60, "min_window_gpu_s": 10,
+                       "nvml_poll_hz": 20},
             "node": {"name": "local", "gpu_count": 0}}
-    result = run_cell(cell, tmp_path)
+    cell_dir = tmp_path / "cells" / cell["id"]
+    cell_dir.mkdir(parents=True)
+    result = run_cell(cell, cell_dir)
     window = result["window"]
     assert window["iterations"] == 2 and window["samples"] == 4
     assert window["throughput_samples_per_s"] == pytest.approx(4 / window["duration_s"])
@@ -82,7 +112,14 @@ def test_real_cell_in_process(tmp_path):
         energy["co2"]["grams"], energy["total_joules"] / 3.6e6 * 1.2 * 56.039)
     # The meter's span covers the window and little more: start-up stayed outside.
     assert window["duration_s"] <= energy["meter_duration_s"] < window["duration_s"] + 0.5
-    assert (tmp_path / "emissions.csv").read_text().startswith("timestamp,project_name,run_id")
+    # The idle baseline used the same meters, was cached for the campaign, and gives net energy.
+    assert energy["idle"]["sources"] == {"cpu": energy["domains"]["cpu"]["source"], "ram": "codecarbon-ram-model"}
+    assert list((tmp_path / "idle").glob("*.json")) and energy["total_net_joules"] < energy["total_joules"]
+    assert energy["low_confidence"]  # a sub-second window is far below 60 s for node-level meters
+    assert any(n.startswith("rapl: no RAPL package zone") for n in energy["notes"])
+    assert window["end_unix"] - window["start_unix"] == pytest.approx(window["duration_s"], abs=1e-6)
+    rows = (cell_dir / "emissions.csv").read_text().splitlines()
+    assert rows[0].startswith("timestamp,project_name,run_id") and len(rows) == 3  # idle + window
     assert result["software"]["codecarbon"] == "3.3.2"
 
 

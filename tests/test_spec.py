@@ -28,7 +28,23 @@ def test_valid_sweep_loads_with_defaults(sweep_file):
     assert spec.sweep.name == "good"
     assert spec.sweep.matrix.repetitions == 2
     assert spec.sweep.launcher == "auto"
-    assert spec.sweep.energy.pue == 1.0
+    assert spec.sweep.energy.pue is None  # from the node's site table, else 1.0 (see test_energy_factors)
+    assert spec.sweep.energy.idle_s == 30 and spec.sweep.order.shuffle
+
+
+def test_energy_factors_come_from_sweep_then_site_then_defaults():
+    from orchestrator.nodes import energy_factors
+
+    assert energy_factors("local", {})["carbon_intensity_g_per_kwh"] == 56.039
+    grele = energy_factors("grele", {"pue": 1.3})
+    assert grele["pue"] == 1.3 and grele["country_iso_code"] == "FRA"
+    assert grele["source"].startswith("sweep (pue); otherwise site nancy")
+    assert energy_factors("vianden", {})["country_iso_code"] == "LUX"  # the luxembourg site
+
+
+def test_adaptive_repetitions_are_validated(sweep_file):
+    message = error_of(sweep_file(VALID.replace("repetitions: 2", "repetitions: {min: 5, max: 3}")))
+    assert "matrix.repetitions" in message and "max (3) is below min (5)" in message
 
 
 def test_shipped_sweeps_are_valid():

@@ -1,0 +1,39 @@
+"""Idle baseline: the node's power with nothing running, measured with the window's own meters.
+
+Measured before the model is built, then kept in the campaign folder
+(idle/<host>.json) and reused by later cells on the same host for
+`idle_reuse_s`, so a campaign does not pay it per cell.
+"""
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+from jobs.records import atomic_write_json, now_iso, read_json
+
+
+def idle_baseline(meters, campaign_dir: Path, seconds: float, reuse_s: float, cell_id: str) -> dict | None:
+    if seconds <= 0:
+        return None
+    host = socket.gethostname()
+    cache = Path(campaign_dir) / "idle" / f"{host}.json"
+    try:
+        cached = read_json(cache)
+        if time.time() - cached["measured_at_unix"] <= reuse_s and cached["duration_s"] >= seconds * 0.9:
+            return {**cached, "reused": True}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # none yet, or unreadable: measure afresh
+    reading = meters.measure_idle(seconds)
+    record = {
+        "host": host,
+        "measured_at": now_iso(),
+        "measured_at_unix": time.time(),
+        "measured_by_cell": cell_id,
+        "duration_s": reading.duration_s,
+        "power_w": {name: d.joules / reading.duration_s for name, d in reading.domains.items()},
+        "sources": {name: d.source for name, d in reading.domains.items()},
+    }
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(cache, record)
+    return {**record, "reused": False}

@@ -1,0 +1,82 @@
+"""codecarbon's OfflineEmissionsTracker as a meter: the estimator of last resort, and emissions.csv.
+
+Never the online tracker: it probes the network and, offline, silently falls
+back to Quebec's grid. The mode codecarbon chose (RAPL, load model,
+constant) is not in its CSV, so it is read back from the tracker and put on
+the label.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from jobs.meters import JOULES_PER_KWH, DomainEnergy, Reading
+
+
+def cpu_source(hardware) -> str:
+    mode = getattr(hardware, "_mode", None)
+    return {"intel_rapl": "rapl", "cpu_load": "codecarbon-load-model",
+            "constant": "codecarbon-constant"}.get(mode, f"codecarbon-{mode}")
+
+
+def gpu_source(hardware) -> str:
+    """nvml-counter when every GPU used its energy counter (Volta+), else nvml-power."""
+    devices = getattr(getattr(hardware, "devices", None), "devices", None) or []
+    if any(getattr(d, "_use_power_fallback", False) for d in devices):
+        return "nvml-power"
+    return "nvml-counter"
+
+
+class CodecarbonMeter:
+    name = "codecarbon"
+
+    def __init__(self, output_dir: Path, project_name: str, experiment_name: str,
+                 country_iso_code: str, carbon_intensity_g_per_kwh: float, measure_power_secs: float = 1.0):
+        from codecarbon import OfflineEmissionsTracker
+        from codecarbon.output_methods.base_output import OutputMethod
+
+        logging.getLogger("codecarbon").setLevel(logging.ERROR)
+        self._tracker_class, self._csv = OfflineEmissionsTracker, OutputMethod.CSV
+        self._options = dict(
+            country_iso_code=country_iso_code,
+            force_carbon_intensity_g_co2e_kwh=carbon_intensity_g_per_kwh,
+            pue=1.0,  # PUE is applied to CO2 only, never baked into raw energy
+            tracking_mode="machine",
+            allow_multiple_runs=True,  # False leaves a stale lock behind a SIGKILL
+            measure_power_secs=measure_power_secs,
+            log_level="error",
+            project_name=project_name,
+            experiment_name=experiment_name,
+        )
+        self._output_dir = Path(output_dir)
+        # The first start in a process probes the hardware for over a second: pay it here,
+        # outside any window, with a tracker that writes nothing.
+        probe = self._tracker_class(output_methods=[], **self._options)
+        probe.start()
+        probe.stop()
+
+    def start(self) -> None:
+        # A fresh tracker per window: one emissions.csv row per window (idle, measurement).
+        self._tracker = self._tracker_class(output_dir=str(self._output_dir), output_file="emissions.csv",
+                                            output_methods=[self._csv], **self._options)
+        self._started = time.perf_counter()
+        self._tracker.start()
+
+    def stop(self) -> Reading:
+        self._tracker.stop()
+        duration = time.perf_counter() - self._started
+        data = self._tracker.final_emissions_data
+        domains = {}
+        for hardware in self._tracker._hardware:
+            kind = type(hardware).__name__
+            if kind == "CPU":
+                domains["cpu"] = DomainEnergy(data.cpu_energy * JOULES_PER_KWH, cpu_source(hardware), self.name)
+            elif kind == "GPU":
+                domains["gpu"] = DomainEnergy(data.gpu_energy * JOULES_PER_KWH, gpu_source(hardware), self.name)
+            elif kind == "RAM":
+                domains["ram"] = DomainEnergy(data.ram_energy * JOULES_PER_KWH, "codecarbon-ram-model", self.name)
+        details = {"cpu_model": data.cpu_model, "gpu_model": data.gpu_model, "gpu_count": data.gpu_count,
+                   "codecarbon_duration_s": data.duration, "run_id": str(data.run_id),
+                   "hardware": self._tracker._conf.get("hardware")}
+        return Reading(domains, duration, [], details)
