@@ -58,6 +58,7 @@ class LocalLauncher(Launcher):
     def __init__(self, spec, options=None, python: str = sys.executable):
         super().__init__(spec, options)
         self.timeout_s, self.python = spec.sweep.timeout_s, python
+        self.cooldown_s = spec.sweep.cooldown_s
 
     def check(self, cells: list) -> None:
         host = socket.gethostname()
@@ -70,7 +71,9 @@ class LocalLauncher(Launcher):
                  "use node type `local` to measure this machine, or a scheduler launcher for the cluster"])
 
     def launch(self, campaign, cells: list, progress) -> None:
-        for cell in cells:
+        for index, cell in enumerate(cells):
+            if index and self.cooldown_s:  # let the node cool: leakage power rises with temperature
+                time.sleep(self.cooldown_s)
             self.run_one(campaign, cell, progress)
 
     def refresh(self, campaign, cells: list) -> None:
