@@ -105,26 +105,28 @@ _TESTS = [
          31_043_651, 31_043_651, "image_to_image:unet", _img(16)),
     Test(13, "spade", "Nvidia-SPADE", "segmentation",
          _subs(13, [("inference", 5, _img(128), _img(128)), ("training", 1, _img(128), _img(128))]),
-         138_029_827, 138_020_803),
+         138_029_827, 138_020_803, "segmentation:spade", _img(64)),
     Test(14, "icnet", "ICNet", "segmentation",
          _subs(14, [("inference", 5, _img(1024, 1536), _img(1024, 1536)),
                     ("training", 10, _img(1024, 1536), _img(1024, 1536))]),
-         6_685_775, 60),
+         6_685_775, 60, "segmentation:icnet", _img(32)),
     Test(15, "pspnet", "PSPNet", "segmentation",
          _subs(15, [("inference", 5, _img(720), _img(90)), ("training", 1, _img(512), _img(64))]),
-         46_765_763, 46_707_139),
+         46_765_763, 46_707_139, "segmentation:pspnet", _img(8)),
     Test(16, "deeplab", "DeepLab", "segmentation",
          _subs(16, [("inference", 2, _img(512), _img(64)), ("training", 1, _img(384), _img(48))]),
-         42_826_700, 42_721_356),
+         42_826_700, 42_721_356, "segmentation:deeplab", _img(8)),
     Test(17, "pixel_rnn", "Pixel-RNN", "enhancement",
          _subs(17, [("inference", 50, _img(64), _img(64)), ("training", 10, _img(64), _img(64))]),
-         48_867, 48_867),
+         48_867, 48_867, "sequence:pixel_rnn", _img(4)),
     Test(18, "lstm", "LSTM-Sentiment", "nlp",
          _subs(18, [("inference", 100, (1024, 300), (2,)), ("training", 10, (1024, 300), (2,))]),
-         5_429_250, 5_429_250),
+         5_429_250, 5_429_250, "sequence:lstm", (2, 300)),
     Test(19, "gnmt", "GNMT-Translation", "nlp-text",
-         _subs(19, [("inference", 1, (1,), (None, 1))]),
-         281_798_657, 281_798_657),
+         # 20 source token ids in, 22 greedy target ids out (the original: one string in,
+         # a (tokens, 1) string tensor out; see docs/catalog-segmentation-sequence.md).
+         _subs(19, [("inference", 1, (20,), (22,))]),
+         281_798_657, 281_798_657, "sequence:gnmt", (1,)),
 ]
 
 TESTS: dict = {t.name: t for t in _TESTS}
@@ -135,6 +137,19 @@ def get_test(name: str) -> Test:
         return TESTS[name]
     except KeyError:
         raise KeyError(f"unknown test {name!r}; valid tests: {', '.join(TESTS)}") from None
+
+
+def built_params(test: Test) -> tuple:
+    """(total, trainable) parameters of our model at the original size, by building it (imports Keras)."""
+    import keras
+
+    sub = test.subtests[0]
+    model = test.load_builder()(sub.input_shape, sub.output_shape)
+    total = model.count_params()
+    trainable = sum(int(v.numpy().size) for v in model.trainable_variables)
+    del model
+    keras.backend.clear_session()  # keep memory flat across the catalog's 19 models
+    return total, trainable
 
 
 def find_subtest(subtest_id: str) -> tuple:
