@@ -8,7 +8,7 @@ TF_EXTRA ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cp
 STAMP    := $(VENV)/.installed-$(TF_EXTRA)
 BT       := $(VENV)/bin/benchmark-tracker
 
-.PHONY: install sweep expand collect status test clean
+.PHONY: install sweep expand collect status test nightly clean
 
 install: $(STAMP)
 
@@ -28,6 +28,9 @@ expand: $(STAMP)
 
 collect status: $(STAMP)
 	$(BT) $@ '$(CAMPAIGN)'
+
+nightly: $(STAMP)
+	$(BT) nightly $(ARGS)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)

@@ -28,6 +28,12 @@ def synthetic_batch(task: str, batch: int, input_shape: tuple, output_shape: tup
                     seed: int = 42) -> tuple:
     """Inputs and targets made in memory, never loaded from disk."""
     rng = np.random.default_rng(seed)
+    if task == "nlp-text":
+        # GNMT: source BPE token ids instead of a string (ids 0-2 are <unk>, <s>, </s>).
+        # Inference only: the target is a placeholder of the output shape.
+        from jobs.models.sequence import GNMT_VOCAB
+        x = rng.integers(3, GNMT_VOCAB, (batch, *input_shape), dtype=np.int32)
+        return tf.constant(x), tf.zeros((batch, *output_shape), tf.int32)
     if task == "nlp":
         x = rng.uniform(-4.0, 4.0, (batch, *input_shape)).astype(np.float32)
     else:
@@ -61,7 +67,11 @@ def make_step(model: keras.Model, phase: str, x, y, execution: str = "graph",
         optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
         if keras.mixed_precision.global_policy().name == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        variables = model.trainable_variables
+        # The Inception aux heads are dead code in both phases (the loss reads the main output):
+        # like TF1's minimize(), no gradient, no update and no Adam slots for them.
+        aux = getattr(model, "aux_logits", None)
+        dead = {id(v) for v in aux.trainable_variables} if aux is not None else set()
+        variables = [v for v in model.trainable_variables if id(v) not in dead]
         optimizer.build(variables)
 
         def step():
@@ -69,8 +79,7 @@ def make_step(model: keras.Model, phase: str, x, y, execution: str = "graph",
                 loss = sum_squared_error(model(x, training=False), y)
                 scaled = optimizer.scale_loss(loss)
             grads = tape.gradient(scaled, variables)
-            # Variables off the loss path (Inception aux heads) get no gradient
-            # and, as with TF1's minimize(), no update.
+            # Any other variable off the loss path gets no gradient and no update.
             pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
             optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
             return loss

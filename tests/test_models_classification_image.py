@@ -75,11 +75,13 @@ def test_small_input_step(case):
 
     main_vars = [v for v in model.trainable_variables
                  if aux is None or all(v is not a for a in aux.trainable_variables)]
+    # First and last layer: the update reaches the input end (copying all weights is slow).
+    main_vars = [main_vars[0], main_vars[-1]]
     before = [v.numpy().copy() for v in main_vars]
     aux_before = [] if aux is None else [v.numpy().copy() for v in aux.weights]
     loss = make_step(model, "training", x, y, execution="eager")()
     assert np.isfinite(float(loss))
-    assert any(not np.array_equal(b, v.numpy()) for b, v in zip(before, main_vars))
+    assert all(not np.array_equal(b, v.numpy()) for b, v in zip(before, main_vars))
     if aux is not None:  # dead code in the original: no gradient, no update
         assert all(np.array_equal(b, v.numpy()) for b, v in zip(aux_before, aux.weights))
 

@@ -130,3 +130,29 @@ def test_gpu_promised_but_absent_fails_clearly(tmp_path):
             "energy": {}, "node": {"name": "grele", "gpu_count": 2}}
     with pytest.raises(RuntimeError, match="promises 2 GPU.*TensorFlow sees none"):
         run_cell(cell, tmp_path)
+
+
+@pytest.mark.parametrize("precision, dtype", [("mixed_float16", "float16"), ("mixed_bfloat16", "bfloat16")])
+def test_mixed_precision_steps(precision, dtype):
+    import keras
+
+    from jobs import workload
+    from jobs.catalog import get_test
+
+    try:
+        workload.set_precision(precision)
+        test = get_test("srcnn")  # small: float16 is emulated, slowly, on CPUs
+        model = test.load_builder()((16, 16, 3), (16, 16, 3))
+        x, y = workload.synthetic_batch(test.task, 2, (16, 16, 3), (16, 16, 3))
+        before = [v.numpy().copy() for v in model.trainable_variables]
+        step = workload.make_step(model, "training", x, y, "graph")
+        for _ in range(30):  # float16's dynamic loss scale skips steps (halving) until gradients fit
+            loss = step()
+            if any((b != v.numpy()).any() for b, v in zip(before, model.trainable_variables)):
+                break
+        else:
+            raise AssertionError("no training step was applied in 30 tries")
+        assert {layer.compute_dtype for layer in model.layers if layer.weights} == {dtype}
+        assert math.isfinite(float(loss))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

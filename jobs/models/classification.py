@@ -1,9 +1,10 @@
-"""Classification networks of the catalog, from `keras.applications`.
+"""Classification networks of the catalog, from `keras.applications` (Inception-V4 written here).
 
 Each builder takes the per-sample input and output shapes (the output is the
 class count) and returns an uncompiled Keras model with random weights
 (nothing is downloaded: `weights=None`). With the original class counts the parameter counts match
-the original TF-slim graphs exactly (see docs/catalog.md).
+the original TF-slim graphs exactly, the Inception AuxLogits heads included (see docs/catalog.md
+and docs/catalog-classification-image.md).
 """
 from __future__ import annotations
 

@@ -1,0 +1,129 @@
+"""One self-contained HTML report per campaign: tables, figures (inline SVG) and provenance.
+
+Reads only what orchestrator.results loads (the results table, the manifest,
+the frozen sweep). The HTML file references nothing outside itself, so it
+reads offline; next to it, the tables (Markdown, LaTeX, CSV) and figures
+(PNG, SVG) are written as files for papers.
+
+    <out>/report.html
+    <out>/tables/{table2_inference,table3_training,efficiency}.{md,tex,csv}
+    <out>/figures/<name>.{png,svg}
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import jinja2
+import pandas as pd
+
+from orchestrator import __version__
+from orchestrator.collect import DOMAINS
+from orchestrator.errors import UserError
+from orchestrator.figures import build_figures, close_all, write_figures
+from orchestrator.results import CampaignData, load_campaign, source_label
+from orchestrator.tables import build_tables, write_tables
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+@dataclass
+class Report:
+    html: Path
+    tables: list
+    figures: list
+
+
+def inline_svg(path: Path) -> str:
+    """An SVG file's <svg> element, ready to paste into HTML (no XML prolog, no DOCTYPE)."""
+    text = Path(path).read_text(encoding="utf-8")
+    start = text.find("<svg")
+    return text[start:] if start >= 0 else ""
+
+
+def _join(values) -> str:
+    values = sorted({str(v) for v in values if v is not None and v == v and str(v) != ""})
+    return ", ".join(values) or "–"
+
+
+def provenance(data: CampaignData) -> dict:
+    results = data.results
+    meters, versions, nodes = [], [], []
+    node_columns = ["node_type", "hostname", "cpu_model", "gpu_models", "gpu_driver", "compute_device"]
+    if results is not None and len(results):
+        done = results[results["state"] == "done"] if "state" in results else results
+        for domain in DOMAINS:
+            column = f"energy_{domain}_source"
+            for source, count in sorted(Counter(done.get(column, pd.Series(dtype=str)).dropna()).items()):
+                meters.append({"domain": domain, "label": source_label(source), "cells": count})
+        versions = [(name, _join(done.get(name, []))) for name in ("tensorflow", "keras", "codecarbon")]
+        present = [c for c in node_columns if c in done]
+        nodes = done[present].drop_duplicates().fillna("–").to_dict("records")
+        node_columns = present
+    elif data.historical:
+        meters = [{"domain": "cpu, ram", "label": data.manifest.get("meter", "historical"), "cells": "10 runs"},
+                  {"domain": "gpu", "label": "not counted (GPUs idle)", "cells": "–"}]
+        nodes = [{"node_type": nt, "hostname": data.manifest.get("hardware", "")}
+                 for nt in sorted(set(data.stats["node_type"]))]
+        node_columns = ["node_type", "hostname"]
+    manifest = [(k, v) for k, v in data.manifest.items() if k != "cells"]
+    return {"meters": meters, "versions": versions, "nodes": nodes, "node_columns": node_columns,
+            "manifest": manifest}
+
+
+def _summary(data: CampaignData) -> list:
+    stats = data.stats
+    rows = [("campaign", data.name)]
+    if data.results is not None and "state" in data.results:
+        states = Counter(data.results["state"])
+        rows.append(("cells", ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none"))
+    if len(stats):
+        rows.append(("tests", _join(stats["title"])))
+        rows.append(("phases", _join(stats["phase"])))
+        rows.append(("node types", _join(stats["node_type"])))
+        flagged = int(stats.get("low_confidence_cells", pd.Series(dtype=float)).fillna(0).sum())
+        if flagged:
+            rows.append(("low-confidence energy", f"{flagged} cell(s): window shorter than the meter needs"))
+        rows.append(("PUE", _join(f"{p:g}" for p in stats["pue"].dropna())))
+        rows.append(("carbon intensity (g/kWh)", _join(f"{p:g}" for p in stats["carbon_intensity_g_per_kwh"].dropna())))
+    return rows
+
+
+def render_html(data: CampaignData, tables: list, svg_figures: list) -> str:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    labels = sorted(set(data.stats["energy_label"].dropna())) if len(data.stats) else []
+    return env.get_template("report.html.j2").render(
+        title=f"Benchmark report: {data.name}" + (" (historical)" if data.historical else ""),
+        generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), tool_version=__version__,
+        historical=data.historical, notes=data.notes, energy_labels=labels or ["no energy data"],
+        summary=_summary(data), tables=[t.html() for t in tables], figures=svg_figures,
+        sweep_text=data.sweep_text, **provenance(data))
+
+
+def make_report(campaign: str | Path, out: Path | None = None, include_pue: bool = False) -> Report:
+    data = load_campaign(campaign)
+    if out is None:
+        if data.root is None:
+            raise UserError(f"{campaign} is a built-in reference: give an output folder (--out)")
+        out = data.root / "report"
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tables = build_tables(data.stats, data.name, include_pue=include_pue,
+                          notes=data.notes if data.historical else [])
+    table_paths = write_tables(tables, out / "tables")
+    figures = build_figures(data.stats)
+    try:
+        figure_paths = write_figures(figures, out / "figures")
+    finally:
+        close_all(figures)
+    svgs = [{"name": p.stem, "svg": inline_svg(p)} for p in figure_paths if p.suffix == ".svg"]
+    html = render_html(data, tables, svgs)
+    if re.search(r"""(src|href)\s*=\s*["'](?!#|data:)""", html):
+        raise RuntimeError("report would reference an external resource")  # self-contained, by construction
+    path = out / "report.html"
+    path.write_text(html, encoding="utf-8")
+    return Report(path, table_paths, figure_paths)

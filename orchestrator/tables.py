@@ -1,0 +1,192 @@
+"""Paper-style tables from a stats frame (orchestrator.results): Markdown, LaTeX and CSV.
+
+- Table 2 / Table 3 of the seed paper (inference / training): EC (kWh),
+  CE (kgCO2eq) and D (s) per model, each as mean ± half-width of the 95 %
+  Student-t CI over repetitions.
+- An efficiency table: throughput, J/sample, samples (images) per joule,
+  Wh per 1,000 samples (inferences for the inference phase), mean power.
+
+Every row carries its energy source label; Markdown and LaTeX render
+numbers for people, CSV keeps the raw mean and CI bounds for machines.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+
+def fmt(value) -> str:
+    """3 significant digits; scientific outside [0.01, 10^4), as the paper prints energies."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    value = float(value)
+    if value == 0:
+        return "0"
+    if 0.01 <= abs(value) < 1e4:
+        return f"{value:.3g}" if abs(value) < 100 else f"{value:.1f}" if abs(value) < 1000 else f"{value:.0f}"
+    mantissa, exponent = f"{value:.2e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def fmt_ci(mean, low, high) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    if low is None or high is None or any(isinstance(v, float) and math.isnan(v) for v in (low, high)):
+        return fmt(mean)
+    return f"{fmt(mean)} ± {fmt((high - low) / 2)}"
+
+
+@dataclass
+class Column:
+    header: str
+    field: str
+    metric: bool = False  # render mean ± CI half-width, CSV keeps mean and bounds
+
+
+@dataclass
+class Table:
+    name: str  # file stem
+    title: str
+    columns: list
+    data: pd.DataFrame
+    notes: list = field(default_factory=list)
+
+    def cells(self) -> list:
+        rows = []
+        for rec in self.data.to_dict("records"):
+            row = []
+            for c in self.columns:
+                if c.metric:
+                    row.append(fmt_ci(rec.get(f"{c.field}_mean"), rec.get(f"{c.field}_ci95_low"),
+                                      rec.get(f"{c.field}_ci95_high")))
+                else:
+                    value = rec.get(c.field)
+                    row.append("–" if value is None or (isinstance(value, float) and math.isnan(value))
+                               else str(int(value)) if isinstance(value, float) and value.is_integer() else str(value))
+            rows.append(row)
+        return rows
+
+    def numeric(self) -> pd.DataFrame:
+        out = {}
+        for c in self.columns:
+            if c.metric:
+                for part in ("mean", "ci95_low", "ci95_high", "n"):
+                    out[f"{c.header} {part}"] = self.data.get(f"{c.field}_{part}")
+            else:
+                out[c.header] = self.data.get(c.field)
+        return pd.DataFrame(out)
+
+    def markdown(self) -> str:
+        headers = [c.header for c in self.columns]
+        lines = [f"**{self.title}**", "", "| " + " | ".join(headers) + " |",
+                 "|" + "|".join("---" if not c.metric else "--:" for c in self.columns) + "|"]
+        lines += ["| " + " | ".join(v.replace("|", "\\|") for v in row) + " |" for row in self.cells()]
+        lines += [""] + [f"- {note}" for note in self.notes]
+        return "\n".join(lines).rstrip() + "\n"
+
+    def latex(self) -> str:
+        spec = "".join("r" if c.metric else "l" for c in self.columns)
+        lines = ["\\begin{table}[ht]", "\\centering", f"\\caption{{{latex_escape(self.title)}}}",
+                 f"\\begin{{tabular}}{{{spec}}}", "\\hline",
+                 " & ".join(latex_escape(c.header) for c in self.columns) + " \\\\", "\\hline"]
+        lines += [" & ".join(latex_escape(v) for v in row) + " \\\\" for row in self.cells()]
+        lines += ["\\hline", "\\end{tabular}"]
+        if self.notes:
+            lines.append("\\par\\footnotesize " + " ".join(latex_escape(n) for n in self.notes))
+        lines.append("\\end{table}")
+        return "\n".join(lines) + "\n"
+
+    def csv(self) -> str:
+        return self.numeric().to_csv(index=False)
+
+    def html(self) -> str:
+        from html import escape
+
+        head = "".join(f"<th>{escape(c.header)}</th>" for c in self.columns)
+        body = "".join("<tr>" + "".join(f"<td{' class=num' if c.metric else ''}>{escape(v)}</td>"
+                                        for c, v in zip(self.columns, row)) + "</tr>" for row in self.cells())
+        notes = "".join(f"<li>{escape(n)}</li>" for n in self.notes)
+        return (f"<table id=\"{escape(self.name)}\"><caption>{escape(self.title)}</caption><thead><tr>{head}</tr>"
+                f"</thead><tbody>{body}</tbody></table>" + (f"<ul class=notes>{notes}</ul>" if notes else ""))
+
+
+_LATEX = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+          "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}", "±": r"$\pm$",
+          "–": "--", "×": r"$\times$"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX.get(ch, ch) for ch in str(text))
+
+
+def _pue_note(stats: pd.DataFrame, include_pue: bool) -> str:
+    pues = sorted({p for p in stats.get("pue", pd.Series(dtype=float)).dropna() if p == p})
+    shown = ", ".join(f"{p:g}" for p in pues) or "unknown"
+    if include_pue:
+        return f"EC includes PUE ({shown}), as the paper's tables do."
+    return f"EC is the energy of the measurement window, PUE excluded; CE applies PUE ({shown}) and the carbon intensity."
+
+
+def paper_table(stats: pd.DataFrame, phase: str, include_pue: bool = False, campaign: str = "") -> Table:
+    """The seed paper's Table 2 (inference) or Table 3 (training) layout."""
+    data = stats[stats["phase"] == phase].reset_index(drop=True)
+    number = 2 if phase == "inference" else 3
+    energy_field = "facility_energy_kwh" if include_pue else "energy_kwh"
+    columns = [Column("Model", "title"), Column("Sub-test", "subtest"), Column("Node type", "node_type"),
+               Column("n", "duration_s_n"), Column("EC (kWh)", energy_field, True),
+               Column("CE (kgCO2eq)", "co2_kg", True), Column("D (s)", "duration_s", True),
+               Column("Energy source", "energy_label")]
+    notes = ["Values: mean ± half-width of the 95 % Student-t confidence interval over repetitions.",
+             _pue_note(data, include_pue),
+             "D is the tracker's duration, start to stop (tracker start-up included): historical data."
+             if len(data) and (data["energy_kind"] == "historical").all() else
+             "D is the measurement window (steady state only), not the whole job."]
+    title = f"Table {number}: {phase}" + (f", {campaign}" if campaign else "")
+    return Table(f"table{number}_{phase}", title, columns, data, notes)
+
+
+def efficiency_table(stats: pd.DataFrame, campaign: str = "") -> Table:
+    columns = [Column("Model", "title"), Column("Sub-test", "subtest"), Column("Phase", "phase"),
+               Column("Node type", "node_type"), Column("Batch", "batch_size"), Column("n", "throughput_n"),
+               Column("Throughput (samples/s)", "throughput", True),
+               Column("Energy per sample (J)", "energy_per_sample_j", True),
+               Column("Samples per J", "samples_per_j", True),
+               Column("Wh per 1,000 samples", "wh_per_1000", True),
+               Column("Mean power (W)", "power_w", True)]
+    if stats.get("net_energy_per_sample_j_mean", pd.Series(dtype=float)).notna().any():
+        columns.append(Column("Net energy per sample (J, idle subtracted)", "net_energy_per_sample_j", True))
+    columns.append(Column("Energy source", "energy_label"))
+    notes = ["Values: mean ± half-width of the 95 % Student-t confidence interval over repetitions.",
+             "Samples are images for the image models; for the inference phase, Wh per 1,000 samples is "
+             "Wh per 1,000 inferences.",
+             "Energies exclude PUE."]
+    flagged = int(stats.get("low_confidence_cells", pd.Series(dtype=float)).fillna(0).sum())
+    if flagged:
+        notes.append(f"{flagged} cell(s) have a low-confidence energy reading (window shorter than the meter "
+                     "needs); see the results table's low_confidence column.")
+    return Table("efficiency", "Throughput and energy efficiency" + (f", {campaign}" if campaign else ""),
+                 columns, stats.reset_index(drop=True), notes)
+
+
+def build_tables(stats: pd.DataFrame, campaign: str = "", include_pue: bool = False, notes: list = ()) -> list:
+    tables = [paper_table(stats, phase, include_pue, campaign) for phase in ("inference", "training")
+              if (stats.get("phase") == phase).any()]
+    tables.append(efficiency_table(stats, campaign))
+    for table in tables:
+        table.notes.extend(notes)
+    return tables
+
+
+def write_tables(tables: list, folder: Path) -> list:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for table in tables:
+        for ext, text in (("md", table.markdown()), ("tex", table.latex()), ("csv", table.csv())):
+            path = folder / f"{table.name}.{ext}"
+            path.write_text(text, encoding="utf-8")
+            paths.append(path)
+    return paths
