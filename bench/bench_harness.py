@@ -4,7 +4,7 @@ For each model: throughput of the job's own path (jobs.workload.make_step in
 graph mode, timed by jobs.runner.measure_window with a device sync per
 iteration) divided by a bare compiled Keras loop on the same model and batch
 (`predict_on_batch` for inference; `train_on_batch` after `compile(Adam(1e-4),
-sum of squared errors)` for training). Windows alternate (harness, bare,
+sum of squared errors)` for training, BatchNorm frozen as in ours). Windows alternate (harness, bare,
 harness, bare, ...) in one process; the printed ratio is of the means.
 Goal: >= 0.98.
 
@@ -67,6 +67,9 @@ def main() -> None:
                     model.predict_on_batch(x)
             else:
                 bare_model = test.load_builder()(shape, sub.output_shape)
+                for layer in bare_model.layers:  # frozen BatchNorm, as in the original graphs and our step
+                    if isinstance(layer, keras.layers.BatchNormalization):
+                        layer.trainable = False
                 bare_model.compile(optimizer=keras.optimizers.Adam(1e-4),
                                    loss=lambda t, o: tf.reduce_sum(tf.square(tf.cast(o, tf.float32) - t)))
 

@@ -35,6 +35,10 @@ def cmd_expand(args) -> int:
     print(_table(rows, ["id", "test", "subtest", "phase", "node_type", "repetition", "batch_size", "input_shape",
                         "precision", "execution", "window", "implemented"]))
     print(f"\n{len(rows)} cells from {spec.path}")
+    reps = spec.sweep.matrix.repetitions
+    if not isinstance(reps, int):
+        print(f"repetitions: adaptive, {reps.min} to {reps.max} per group, until the 95 % CI of {reps.metric} "
+              f"is within ±{reps.target_ci:.1%} of the mean; cells not needed are skipped")
     for note in expansion.notes:
         print(f"note: {note}")
     if expansion.not_implemented():
@@ -59,7 +63,7 @@ def cmd_sweep(args) -> int:
 def cmd_collect(args) -> int:
     from orchestrator.collect import collect
 
-    collected = collect(Path(args.campaign))
+    collected = collect(Path(args.campaign), pue=args.pue, carbon_intensity_g_per_kwh=args.carbon_intensity)
     states = Counter(collected.results["state"]) if len(collected.results) else Counter()
     print(f"{args.campaign}: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
     for problem in collected.problems:
@@ -77,8 +81,9 @@ def cmd_status(args) -> int:
     from orchestrator.store import Campaign
 
     campaign = Campaign(Path(args.campaign))
-    _, cells = follow.refresh(campaign)
-    for node_type, counts in sorted(follow.counts_by_node_type(campaign, cells).items()):
+    statuses = {}  # read once, shared by the refresh and the counts
+    _, cells = follow.refresh(campaign, statuses)
+    for node_type, counts in sorted(follow.counts_by_node_type(campaign, cells, statuses).items()):
         parts = ", ".join(f"{counts[s]} {s}" for s in ("pending", "submitted", "running", "done", "failed")
                           if counts[s])
         print(f"{node_type}: {parts}")
@@ -107,21 +112,92 @@ def cmd_cancel(args) -> int:
 
 
 def cmd_catalog(args) -> int:
-    from jobs.catalog import TESTS
+    from jobs.catalog import TESTS, built_params
 
-    tests = [{"number": t.number, "name": t.name, "title": t.title, "task": t.task, "implemented": t.implemented,
-              "total_params": t.total_params, "trainable_params": t.trainable_params,
-              "subtests": [{"id": s.id, "phase": s.phase, "batch": s.batch, "input_shape": list(s.input_shape),
-                            "output_shape": list(s.output_shape)} for s in t.subtests]} for t in TESTS.values()]
+    tests = []
+    for t in TESTS.values():
+        built = built_params(t) if t.implemented and not args.no_build else (None, None)
+        tests.append({"number": t.number, "name": t.name, "title": t.title, "task": t.task,
+                      "implemented": t.implemented, "phases": list(t.phases()),
+                      "reference_total_params": t.total_params, "reference_trainable_params": t.trainable_params,
+                      "total_params": built[0], "trainable_params": built[1],
+                      "subtests": [{"id": s.id, "phase": s.phase, "batch": s.batch,
+                                    "input_shape": list(s.input_shape), "output_shape": list(s.output_shape)}
+                                   for s in t.subtests]})
     if args.json:
         print(json.dumps(tests, indent=2))
         return 0
+
+    def count(value):
+        return f"{value:,}" if value is not None else "-"
+
     rows = [{"id": s["id"], "test": t["name"], "phase": s["phase"], "batch": s["batch"],
              "input": "x".join(map(str, s["input_shape"])), "output": "x".join(map(str, s["output_shape"])),
-             "ref. params": f"{t['total_params']:,}", "implemented": "yes" if t["implemented"] else "no"}
+             "params (built)": count(t["total_params"]), "trainable (built)": count(t["trainable_params"]),
+             "trainable (original)": count(t["reference_trainable_params"]),
+             "implemented": "yes" if t["implemented"] else "no"}
             for t in tests for s in t["subtests"]]
-    print(_table(rows, ["id", "test", "phase", "batch", "input", "output", "ref. params", "implemented"]))
+    print(_table(rows, list(rows[0])))
+    inference = sum(1 for t in tests for s in t["subtests"] if s["phase"] == "inference")
+    print(f"\n{len(tests)} tests, {inference} inference and {len(rows) - inference} training sub-tests"
+          + ("" if not args.no_build else "; parameter counts not built (--no-build)"))
     return 0
+
+
+def cmd_report(args) -> int:
+    from orchestrator.report import make_report
+
+    report = make_report(args.campaign, Path(args.out) if args.out else None, include_pue=args.include_pue)
+    print(f"report: {report.html}")
+    print(f"tables: {len(report.tables)} files in {report.html.parent / 'tables'}; "
+          f"figures: {len(report.figures)} files in {report.html.parent / 'figures'}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from orchestrator.compare import compare, to_markdown
+    from orchestrator.results import load_campaign
+
+    if args.node_types:
+        if args.b is not None:
+            raise UserError("give one campaign with --node-types, or two campaigns A B")
+        a, b = load_campaign(args.a, args.node_types[0]), load_campaign(args.a, args.node_types[1])
+    elif args.b is None:
+        raise UserError("compare needs two campaigns (A B), or one campaign and --node-types X Y")
+    else:
+        a, b = load_campaign(args.a), load_campaign(args.b)
+    table = compare(a, b, metrics=args.metrics) if args.metrics else compare(a, b)
+    text = to_markdown(table, a.name, b.name)
+    print(text, end="")
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+        print(f"wrote {args.csv}")
+    if args.markdown:
+        Path(args.markdown).write_text(text, encoding="utf-8")
+        print(f"wrote {args.markdown}")
+    return 0
+
+
+def cmd_baseline(args) -> int:
+    from orchestrator.regress import DEFAULT_METRICS, promote
+
+    added = promote(args.campaign, Path(args.references), metrics=args.metrics or DEFAULT_METRICS,
+                    band=args.band, unbounded_good=args.unbounded_good)
+    for (node_type, test, phase, metric), (value, lower, upper) in sorted(added.items()):
+        print(f"{node_type} {test} {phase} {metric}: {value:.4g} (lower {lower}, upper {upper})")
+    print(f"wrote {len(added)} reference(s) to {args.references}")
+    return 0
+
+
+def cmd_nightly(args) -> int:
+    from orchestrator.regress import DEFAULT_METRICS, nightly
+
+    verdict, junit, summary = nightly(args.sweep, Path(args.references), Path(args.output),
+                                      metrics=args.metrics or DEFAULT_METRICS,
+                                      campaign=Path(args.campaign) if args.campaign else None)
+    print(summary.read_text(encoding="utf-8"), end="")
+    print(f"wrote {junit} and {summary}")
+    return verdict.exit_code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("collect", help="build results.csv/.parquet and summary.csv for a campaign")
     p.add_argument("campaign", help="a campaign folder, e.g. results/smoke")
+    p.add_argument("--pue", type=float, help="recompute CO2 with this PUE (raw energy is unchanged)")
+    p.add_argument("--carbon-intensity", type=float, metavar="G_PER_KWH",
+                   help="recompute CO2 with this carbon intensity")
     p.set_defaults(func=cmd_collect)
 
     p = verbs.add_parser("status", help="count a campaign's cells by state and node type")
@@ -160,9 +239,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("campaign")
     p.set_defaults(func=cmd_cancel)
 
-    p = verbs.add_parser("catalog", help="list the tests and sub-tests")
+    p = verbs.add_parser("catalog", help="list the tests and sub-tests, with parameter counts of the built models")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--no-build", action="store_true", help="skip building the models (fast; no built counts)")
     p.set_defaults(func=cmd_catalog)
+
+    p = verbs.add_parser("report", help="HTML report, paper-style tables and figures for a campaign")
+    p.add_argument("campaign", help="a campaign folder, or a built-in reference (chifflet-2022)")
+    p.add_argument("--out", help="output folder (default: <campaign>/report)")
+    p.add_argument("--include-pue", action="store_true", help="EC in Tables 2/3 includes PUE, as the paper's")
+    p.set_defaults(func=cmd_report)
+
+    p = verbs.add_parser("compare", help="ratios B/A of time, energy and J/sample with CIs and Welch's test")
+    p.add_argument("a", help="campaign A (folder, chifflet-2022, or FOLDER@node_type)")
+    p.add_argument("b", nargs="?", help="campaign B (same forms)")
+    p.add_argument("--node-types", nargs=2, metavar=("X", "Y"), help="compare two node types of campaign A")
+    p.add_argument("--metrics", nargs="+", help="metrics (default: duration_s throughput energy_j "
+                                                 "energy_per_sample_j)")
+    p.add_argument("--csv", help="also write the comparison as CSV")
+    p.add_argument("--markdown", help="also write the comparison as Markdown")
+    p.set_defaults(func=cmd_compare)
+
+    p = verbs.add_parser("baseline", help="promote a campaign's means to nightly references")
+    p.add_argument("campaign")
+    p.add_argument("--references", default="references/nightly.yaml", help="file to update (merged)")
+    p.add_argument("--metrics", nargs="+", help="metrics (default: throughput energy_per_sample_j)")
+    p.add_argument("--band", type=float, help="relative tolerance either side (default per metric, "
+                                              "never tighter than 2 run-to-run SDs)")
+    p.add_argument("--unbounded-good", action="store_true", help="no bound on the good side (no improvement flag)")
+    p.set_defaults(func=cmd_baseline)
+
+    p = verbs.add_parser("nightly", help="run the nightly sweep, judge it; exit 0 ok, 1 regression, 2 broken")
+    p.add_argument("--sweep", default="nightly", help="sweep file or name (default: sweeps/nightly.yaml)")
+    p.add_argument("--references", default="references/nightly.yaml")
+    p.add_argument("--output", default="results/nightly", help="runs, history/ and the latest verdict go here")
+    p.add_argument("--campaign", help="judge this collected campaign instead of running the sweep")
+    p.add_argument("--metrics", nargs="+", help="metrics judged (default: throughput energy_per_sample_j)")
+    p.set_defaults(func=cmd_nightly)
     return parser
 
 
