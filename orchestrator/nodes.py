@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: catalogs load in ms, not 0.5 s
 # Site catalogs are plain data files; the core reads them without knowing the site.
 DEFAULT_CATALOGS = (ROOT / "orchestrator" / "node_types.yaml", ROOT / "grid5000" / "node_types.yaml")
 
@@ -39,7 +40,7 @@ def _load(paths: tuple) -> dict:
     for path in paths:
         if not path.exists():
             continue
-        for name, entry in (yaml.safe_load(path.read_text()) or {}).items():
+        for name, entry in (yaml.load(path.read_text(), Loader=_YAML_LOADER) or {}).items():
             gpus = entry.get("gpus") or {}
             types[name] = NodeType(
                 name=name,
@@ -80,5 +81,6 @@ def energy_factors(node_type: str, configured: dict) -> dict:
     chosen = {k: (configured[k] if configured.get(k) is not None else base[k])
               for k in ("pue", "carbon_intensity_g_per_kwh", "country_iso_code")}
     overridden = [k for k in chosen if configured.get(k) is not None]
-    chosen["source"] = base["source"] if not overridden else f"sweep ({', '.join(overridden)}); otherwise {base['source']}"
+    chosen["source"] = (f"sweep ({', '.join(overridden)}); otherwise {base['source']}" if overridden
+                        else base["source"])
     return chosen

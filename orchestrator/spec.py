@@ -128,7 +128,8 @@ class MatrixEntry(_Strict):
     def _known_subtest(cls, value):
         ids = [s.id for t in TESTS.values() for s in t.subtests]
         if value is not None and value not in ids:
-            raise ValueError(f"unknown sub-test {value!r}; sub-test ids look like '1.1' (see `benchmark-tracker catalog`)")
+            raise ValueError(f"unknown sub-test {value!r}; sub-test ids look like '1.1' "
+                             "(see `benchmark-tracker catalog`)")
         return value
 
     @model_validator(mode="after")

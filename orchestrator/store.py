@@ -20,7 +20,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from jobs.records import (CELL_FILE, EMISSIONS_FILE, LOG_FILE, RESULT_FILE, RESULT_SCHEMA_VERSION, STATUS_FILE,
+from jobs.records import (CELL_FILE, EMISSIONS_FILE, LOG_FILE, RESULT_FILE, RESULT_SCHEMA_VERSION,
                           atomic_write_json, atomic_write_text, now_iso, read_json, read_status)
 from orchestrator import __version__
 from orchestrator.errors import UserError

@@ -138,7 +138,8 @@ class LocalLauncher(Launcher):
         folder = campaign.cell_dir(cell.id)
         status = campaign.status(cell.id)
         if status["state"] == "done" and returncode != 0:
-            status = update_status(folder, "failed", reason=f"the job wrote its result, then {describe_exit(returncode)}",
+            status = update_status(folder, "failed",
+                                   reason=f"the job wrote its result, then {describe_exit(returncode)}",
                                    exit_code=returncode)
         elif status["state"] not in FINAL_STATES:
             tail = log_tail(folder / LOG_FILE)
