@@ -25,6 +25,7 @@ SUMMARY_METRICS = ["window_s", "throughput_samples_per_s", "energy_total_j", "en
 PARAM_COLUMNS = ["test", "subtest", "phase", "node_type", "repetition", "task", "batch_size", "input_shape",
                  "precision", "execution", "warmup_iterations", "duration_s", "iterations", "seed"]
 DOMAINS = ("cpu", "gpu", "ram")
+EXTERNAL = ("wattmeter", "pdu", "bmc")
 
 
 @dataclass
@@ -88,6 +89,12 @@ def result_row(result: dict) -> dict:
         domain = energy.get("domains", {}).get(name, {})
         row[f"energy_{name}_j"] = domain.get("joules")
         row[f"energy_{name}_source"] = domain.get("source")
+    # Node-level ground truth added after the job (Grid'5000 Kwollect: wall or BMC power).
+    for label in EXTERNAL:
+        external = (energy.get("external") or {}).get(label) or {}
+        row[f"external_{label}_j"] = external.get("joules")
+        row[f"external_{label}_ratio"] = external.get("ratio_to_software")
+        row[f"external_{label}_complete"] = external.get("complete")
     return row
 
 

@@ -18,8 +18,16 @@ from orchestrator.spec import parse_sweep
 from orchestrator.store import SWEEP_COPY, Campaign
 
 
+# The manifest lists these per cell: what following a campaign needs (ids, labels, node types), without
+# reading 10,000 cell.json files.
+MANIFEST_AXES = ("test", "subtest", "phase", "node_type", "repetition")
+
+
 def reattach(campaign: Campaign) -> tuple:
-    """(launcher, cells) of an existing campaign, as its last sweep left it."""
+    """(launcher, cells) of an existing campaign, as its last sweep left it.
+
+    Cells carry the manifest's axes only (MANIFEST_AXES); cell.json holds the full parameters.
+    """
     manifest = campaign.manifest()
     copy = campaign.root / SWEEP_COPY
     spec = parse_sweep(copy.read_text(encoding="utf-8"), copy)
@@ -27,6 +35,9 @@ def reattach(campaign: Campaign) -> tuple:
     launcher = cls(spec, spec.launcher_options(manifest["launcher"], cls.options_model))
     cells = []
     for entry in manifest["cells"]:
+        if all(k in entry for k in MANIFEST_AXES):  # enough to follow a cell; cell.json has the rest
+            cells.append(Cell(entry["id"], {k: entry[k] for k in MANIFEST_AXES}))
+            continue
         try:
             cells.append(Cell(entry["id"], read_json(campaign.cell_dir(entry["id"]) / CELL_FILE)["params"]))
         except (OSError, ValueError, KeyError) as exc:
@@ -34,22 +45,34 @@ def reattach(campaign: Campaign) -> tuple:
     return launcher, cells
 
 
-def open_cells(campaign: Campaign, cells: list) -> list:
-    return [c for c in cells if campaign.status(c.id)["state"] not in FINAL_STATES]
+def open_cells(campaign: Campaign, cells: list, seen: dict | None = None) -> list:
+    out = []
+    for cell in cells:
+        status = campaign.status(cell.id)
+        if seen is not None:
+            seen[cell.id] = status
+        if status["state"] not in FINAL_STATES:
+            out.append(cell)
+    return out
 
 
-def refresh(campaign: Campaign) -> tuple:
+def refresh(campaign: Campaign, statuses: dict | None = None) -> tuple:
+    """Reattach and refresh; `statuses`, when given, receives every cell's status afterwards (read once)."""
     launcher, cells = reattach(campaign)
-    pending = open_cells(campaign, cells)
+    seen = {} if statuses is None else statuses
+    pending = open_cells(campaign, cells, seen)
     if pending:
         launcher.refresh(campaign, pending)
+        seen.update({c.id: campaign.status(c.id) for c in pending})
     return launcher, cells
 
 
-def counts_by_node_type(campaign: Campaign, cells: list) -> dict:
+def counts_by_node_type(campaign: Campaign, cells: list, statuses: dict | None = None) -> dict:
+    statuses = statuses or {}
     counts = {}
     for cell in cells:
-        counts.setdefault(cell.node_type, Counter())[campaign.status(cell.id)["state"]] += 1
+        status = statuses.get(cell.id) or campaign.status(cell.id)
+        counts.setdefault(cell.node_type, Counter())[status["state"]] += 1
     return counts
 
 
@@ -69,6 +92,7 @@ def wait(campaign: Campaign, poll_s: float = 10.0, timeout_s: float | None = Non
                 reported.add(cell.id)
                 progress.finish(cell.label, status["state"], status.get("reason"), timed=False)
         if len(reported) == len(cells):
+            launcher.settle(campaign, cells)  # e.g. OAR: the Kwollect step after `done`
             progress.close()
             return 1 if progress.failed else 0
         if deadline is not None and time.monotonic() > deadline:

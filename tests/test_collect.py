@@ -64,7 +64,10 @@ def test_t_interval_matches_the_textbook():
 
 
 def test_table_and_summary(tmp_path):
-    campaign = make_campaign(tmp_path, {"a": fake_result("a", 0, 10.0, 100.0),
+    with_wattmeter = fake_result("a", 0, 10.0, 100.0)
+    with_wattmeter["energy"]["external"] = {"wattmeter": {"joules": 250.0, "ratio_to_software": 2.5,
+                                                          "complete": True, "source": "wattmeter"}}
+    campaign = make_campaign(tmp_path, {"a": with_wattmeter,
                                         "b": fake_result("b", 1, 20.0, 200.0),
                                         "c": fake_result("c", 2, 30.0, 300.0),
                                         "d": None})
@@ -75,6 +78,8 @@ def test_table_and_summary(tmp_path):
     assert table.loc[3, "reason"].startswith("killed by SIGKILL")
     assert table.loc[0, "energy_cpu_source"] == "codecarbon-load-model"
     assert table.loc[0, "input_shape"] == "32x32x3"
+    assert table.loc[0, "external_wattmeter_j"] == 250.0 and table.loc[0, "external_wattmeter_ratio"] == 2.5
+    assert pd.isna(table.loc[1, "external_wattmeter_j"]) and pd.isna(table.loc[0, "external_bmc_j"])
     assert pd.read_parquet(campaign.root / "results.parquet").shape == table.shape
 
     summary = pd.read_csv(campaign.root / "summary.csv")

@@ -52,6 +52,9 @@ class Launcher(ABC):
     def cancel(self, campaign, cells: list) -> None:
         """Stop the jobs of non-final cells and mark them failed (cancelled)."""
 
+    def settle(self, campaign, cells: list) -> None:
+        """Once every cell is final (`wait`): wait, bounded, for work a job does after its final status."""
+
 
 def launcher_class(name: str):
     module_name, class_name = LAUNCHERS[name].split(":")
