@@ -105,7 +105,7 @@ _TESTS = [
          31_043_651, 31_043_651, "image_to_image:unet", _img(16)),
     Test(13, "spade", "Nvidia-SPADE", "segmentation",
          _subs(13, [("inference", 5, _img(128), _img(128)), ("training", 1, _img(128), _img(128))]),
-         138_029_827, 138_020_803, "segmentation:spade", _img(64)),
+         138_029_827, 138_020_803, "segmentation:spade", _img(64, 128)),
     Test(14, "icnet", "ICNet", "segmentation",
          _subs(14, [("inference", 5, _img(1024, 1536), _img(1024, 1536)),
                     ("training", 10, _img(1024, 1536), _img(1024, 1536))]),
