@@ -1,4 +1,7 @@
 # `make sweep SWEEP=smoke.yaml` and `make test` set up .venv on first use, then run.
+# `make test` also starts, when not running yet, what the tests use for real: a one-node Slurm
+# (with slurmdbd), an OAR server and Chromium, from Debian's packages (needs root);
+# `make test SERVICES=0` skips that (the tests that need them then fail, saying which script to run).
 # TensorFlow: the CUDA build where nvidia-smi exists (GPU nodes), the CPU build elsewhere;
 # force one with TF_EXTRA=gpu or TF_EXTRA=cpu.
 PYTHON   ?= $(shell command -v python3.11 || command -v python3)
@@ -8,7 +11,9 @@ TF_EXTRA ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cp
 STAMP    := $(VENV)/.installed-$(TF_EXTRA)
 BT       := $(VENV)/bin/benchmark-tracker
 
-.PHONY: install sweep expand collect status test nightly clean
+SERVICES ?= 1
+
+.PHONY: install sweep expand collect status test services nightly clean
 
 install: $(STAMP)
 
@@ -32,7 +37,12 @@ collect status: $(STAMP)
 nightly: $(STAMP)
 	$(BT) nightly $(ARGS)
 
-test: $(STAMP)
+services:
+	bash tests/browser/install-chromium.sh
+	bash tests/clusters/slurm-up.sh
+	bash tests/clusters/oar-up.sh
+
+test: $(STAMP) $(if $(filter 1,$(SERVICES)),services)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 clean:

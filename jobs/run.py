@@ -27,6 +27,8 @@ class Terminated(BaseException):
 
 
 def _on_sigterm(signum, frame):
+    # Once: Slurm sends SIGTERM again (srun forwards its own), which must not cut the recording short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Terminated("terminated by SIGTERM (cancelled, or over its time limit)")
 
 

@@ -52,6 +52,9 @@ def cmd_sweep(args) -> int:
     outcome = run_sweep(args.sweep, output=args.output, rerun_failed=args.rerun_failed, force=args.force)
     if outcome.interrupted:
         print(f"interrupted; rerun the same command to resume ({outcome.campaign.root})", file=sys.stderr)
+    elif outcome.submitted_only:
+        print(f"submitted {outcome.ran} cell(s); follow with `benchmark-tracker wait {outcome.campaign.root}`, "
+              f"then `benchmark-tracker collect {outcome.campaign.root}`")
     elif outcome.ran:
         from orchestrator.collect import collect
 

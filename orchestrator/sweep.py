@@ -34,6 +34,7 @@ class SweepOutcome:
     skipped_failed: int
     failed: int
     interrupted: bool = False
+    submitted_only: bool = False  # a scheduler runs the cells: follow with `wait`
 
     @property
     def exit_code(self) -> int:
@@ -154,4 +155,5 @@ def run_sweep(sweep_arg: str, output: str | None = None, rerun_failed: bool = Fa
                                   f"cells skipped{hint}\n")
         progress.close()
     failed = sum(1 for c in ran if campaign.status(c.id)["state"] == "failed")
-    return SweepOutcome(campaign, len(ran), skipped_done, skipped_failed, failed, interrupted)
+    return SweepOutcome(campaign, len(ran), skipped_done, skipped_failed, failed, interrupted,
+                        submitted_only=not launcher.blocking)

@@ -1,0 +1,746 @@
+"""Slurm through submitit: one isolated job per cell, one job array per resource signature.
+
+`sweep` submits and returns; `status`, `wait` and `cancel` reattach later from
+the campaign folder. What each part does:
+
+- Resources are data: a `slurm:` block per node type in a node-type catalog,
+  overridden by the sweep's `slurm:` section (top level, then
+  `slurm.node_types.<name>`). Exclusive nodes by default (energy validity).
+- Cells that share a resource signature go into one array, split at the
+  site's MaxArraySize, always with an explicit throttle (`array_parallelism`).
+- Before sbatch, a submission record (slurm/submissions/<token>.json) lists
+  the cells in array order; the Slurm job name carries the token. A sweep
+  killed mid-submission is repaired by the next one: it finds the job by
+  name, adopts it, and submits only the rest.
+- Status files come first (the job writes them); then one squeue call for all
+  open cells; sacct only for the jobs squeue no longer knows; `scontrol` when
+  sacct is unavailable. A job gone without a final status is marked failed with
+  Slurm's reason (cancelled, timeout, out of memory, node failure...).
+- Slurm's requeue is off (`--no-requeue`); retries are ours (`max_retries`), the
+  cell keeps its id.
+- The job runs the frozen copy of the code made at submit time
+  (slurm/code/<hash>/) with the project's interpreter, which must exist at the
+  same path on the compute nodes (the job script checks and says so).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError, \
+    field_validator
+
+from jobs.records import _UMASK, FINAL_STATES, STATUS_FILE, atomic_write_json, now_iso, read_json, update_status
+from orchestrator.errors import UserError
+from orchestrator.launchers import Launcher
+from orchestrator.nodes import ROOT, node_types
+
+# Values that end up in #SBATCH lines: no whitespace, quotes or shell syntax, ever.
+_SAFE = r"^[A-Za-z0-9_.,:+@%=/-]+$"
+_CONSTRAINT = r"^[A-Za-z0-9_.,:+@%=*&|!\[\]()-]+$"
+_PATH = r"^/[A-Za-z0-9_.,:+@%=/-]+$"
+SafeStr = Annotated[StrictStr, Field(pattern=_SAFE, max_length=200)]
+ConstraintStr = Annotated[StrictStr, Field(pattern=_CONSTRAINT, max_length=500)]
+PathStr = Annotated[StrictStr, Field(pattern=_PATH, max_length=1000)]
+PositiveInt = Annotated[StrictInt, Field(gt=0)]
+NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
+PositiveNumber = Annotated[StrictFloat | StrictInt, Field(gt=0)]
+
+SLURM_DIR = "slurm"          # campaign/slurm/: jobs/ (submitit), submissions/, code/<hash>/
+TMP_PREFIXES = ("/tmp", "/var/tmp", "/dev/shm")
+SQUEUE_ALIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD",
+                "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD", "SPECIAL_EXIT"}
+# Final Slurm states -> (reason, retryable: the cell's fault or the user's, or the infrastructure's).
+FINAL_REASONS = {
+    "CANCELLED": ("cancelled (scancel) before writing a result", False),
+    "TIMEOUT": ("timeout: over its Slurm time limit, killed before writing a result", False),
+    "OUT_OF_MEMORY": ("out of memory: killed by Slurm before writing a result", False),
+    "NODE_FAIL": ("node failure: the node stopped responding while the job ran", True),
+    "BOOT_FAIL": ("node boot failure before the job started", True),
+    "PREEMPTED": ("preempted by Slurm before writing a result", True),
+    "DEADLINE": ("deadline reached before it could run", False),
+    "FAILED": ("the job failed before writing a result", True),
+    "COMPLETED": ("the job ended without writing a final status", True),
+}
+GONE_GRACE_S = 30.0       # a job unknown to squeue and sacct is given this long after submission
+SCHEDULER_DOWN_LIMIT_S = 600.0
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SlurmResources(_Strict):
+    """What a node type asks Slurm for. All optional: layers override each other."""
+
+    partition: SafeStr | None = None
+    constraint: ConstraintStr | None = None
+    gres: SafeStr | None = None
+    gpus: SafeStr | PositiveInt | None = None
+    qos: SafeStr | None = None
+    account: SafeStr | None = None
+    time_limit_min: PositiveNumber | None = None   # default: the sweep's timeout_s
+    exclusive: StrictBool | None = None
+    cpus_per_task: PositiveInt | None = None
+    mem_gb: PositiveNumber | None = None
+
+
+class SlurmOptions(SlurmResources):
+    """The sweep's `slurm:` section."""
+
+    array_parallelism: PositiveInt = 8
+    max_array_size: PositiveInt | None = None   # below the site's MaxArraySize, never above
+    use_arrays: StrictBool = True
+    max_retries: NonNegativeInt = 0
+    hold: StrictBool = False                    # submit held; `scontrol release` starts them
+    python: PathStr | None = None               # the interpreter on the compute nodes (default: this one)
+    node_types: dict[StrictStr, SlurmResources] = {}
+
+    @field_validator("node_types")
+    @classmethod
+    def _known(cls, value):
+        known = node_types()
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ValueError(f"unknown node type(s): {', '.join(unknown)}; "
+                             f"valid node types: {', '.join(sorted(known))}")
+        return value
+
+
+RESOURCE_KEYS = tuple(SlurmResources.model_fields)
+
+
+def _q(value) -> str:
+    return shlex.quote(str(value))
+
+
+def run_command(args: list, timeout: float = 60) -> subprocess.CompletedProcess:
+    """A scheduler command, as an argument list: no shell ever sees a sweep value."""
+    try:
+        return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        return subprocess.CompletedProcess(args, 127, "", f"{args[0]}: command not found")
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(args, 124, "", f"{args[0]}: no answer in {timeout:g} s")
+
+
+def slurm_time(minutes: float) -> int:
+    """Slurm's --time in whole minutes (Slurm rounds limits up to minutes anyway)."""
+    return max(1, math.ceil(minutes - 1e-9))
+
+
+def base_job_id(job_id: str) -> str:
+    return str(job_id).split("_", 1)[0].split(".", 1)[0]
+
+
+def code_snapshot(campaign_root: Path) -> Path:
+    """Copy the code jobs run (jobs/, orchestrator/) into the campaign, once per content hash."""
+    files = sorted(p for package in ("jobs", "orchestrator") for p in (ROOT / package).rglob("*")
+                   if p.is_file() and p.suffix in (".py", ".yaml") and "__pycache__" not in p.parts)
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
+    target = campaign_root / SLURM_DIR / "code" / digest.hexdigest()[:12]
+    if not target.is_dir():
+        staging = target.with_name(f".{target.name}.{os.getpid()}")
+        for path in files:
+            destination = staging / path.relative_to(ROOT)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, destination)
+        try:
+            staging.rename(target)
+        except OSError:  # another process made it meanwhile
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+@dataclass(frozen=True)
+class Signature:
+    """Everything that goes into a job's sbatch header; one array per signature."""
+
+    items: tuple
+
+    @property
+    def params(self) -> dict:
+        return dict(self.items)
+
+    def describe(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in self.items if v is not None)
+
+
+class SlurmLauncher(Launcher):
+    name = "slurm"
+    blocking = False
+    options_model = SlurmOptions
+
+    def __init__(self, spec, options: SlurmOptions | None = None):
+        super().__init__(spec, options or SlurmOptions())
+        self.python = self.options.python or sys.executable
+        self._site = None
+        self._scheduler_down_since = None
+        self._records = {}
+
+    # --- resources ----------------------------------------------------------------
+
+    def resources(self, node_type: str) -> dict:
+        """Catalog `slurm:` block < sweep `slurm:` < sweep `slurm.node_types.<name>`; exclusive by default."""
+        node = node_types()[node_type]
+        block = node.extra.get("slurm") or {}
+        try:
+            catalog = SlurmResources.model_validate(block)
+        except ValidationError as exc:
+            raise UserError(f"node type {node_type}: invalid `slurm:` block in its catalog",
+                            [f"slurm.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]) from None
+        merged = {"exclusive": True}
+        for layer in (catalog, self.options, self.options.node_types.get(node_type)):
+            if layer is not None:
+                merged.update({k: getattr(layer, k) for k in RESOURCE_KEYS if getattr(layer, k) is not None})
+        if "time_limit_min" not in merged:  # the sweep's timeout_s, in Slurm's whole minutes
+            merged["time_limit_min"] = slurm_time(self.spec.sweep.timeout_s / 60)
+        return merged
+
+    def signature(self, cell) -> Signature:
+        return Signature(tuple(sorted(self.resources(cell.node_type).items())))
+
+    def sbatch_parameters(self, signature: Signature, job_name: str, code: Path, workdir: Path) -> dict:
+        r = signature.params
+        extra = {"no_requeue": True, "chdir": str(workdir)}
+        if self.options.hold:
+            extra["hold"] = True
+        if r.get("gpus") is not None:
+            extra["gpus"] = r["gpus"]
+        params = {
+            "job_name": job_name,
+            "time": slurm_time(r["time_limit_min"]),
+            "nodes": 1,
+            "partition": r.get("partition"),
+            "constraint": r.get("constraint"),
+            "gres": r.get("gres"),
+            "qos": r.get("qos"),
+            "account": r.get("account"),
+            "cpus_per_task": r.get("cpus_per_task"),
+            "mem": None if r.get("mem_gb") is None else f"{max(1, int(r['mem_gb'] * 1024))}MB",
+            "exclusive": True if r.get("exclusive") else None,
+            "array_parallelism": self.options.array_parallelism,
+            "signal_delay_s": 60,
+            "stderr_to_stdout": True,
+            "additional_parameters": extra,
+            "setup": self.setup_lines(code),
+        }
+        return {k: v for k, v in params.items() if v is not None}
+
+    def setup_lines(self, code: Path) -> list:
+        """Lines of the job script before srun; every value quoted."""
+        missing = (f"benchmark-tracker: the interpreter {self.python} does not exist on this compute node; "
+                   "install the project's environment at the same path on the nodes (shared filesystem), "
+                   "or set slurm.python in the sweep")
+        return [
+            f"export PYTHONPATH={_q(code)}${{PYTHONPATH:+:$PYTHONPATH}}",
+            f"if [ ! -x {_q(self.python)} ]; then echo {_q(missing)} \"(node $(hostname))\" >&2; exit 3; fi",
+        ]
+
+    # --- site facts ---------------------------------------------------------------
+
+    def site(self) -> dict:
+        """MaxArraySize and energy accounting, from one `scontrol show config`."""
+        if self._site is None:
+            out = run_command(["scontrol", "show", "config"], timeout=30)
+            config = {}
+            for line in out.stdout.splitlines():
+                key, sep, value = line.partition("=")
+                if sep:
+                    config[key.strip()] = value.strip()
+            try:
+                max_array = int(config.get("MaxArraySize", "1001"))
+            except ValueError:
+                max_array = 1001
+            energy = config.get("AcctGatherEnergyType", "acct_gather_energy/none")
+            self._site = {"max_array_size": max_array,
+                          "energy_accounting": bool(energy) and not energy.endswith("/none") and energy != "(null)"}
+        return self._site
+
+    def chunk_size(self) -> int:
+        # Array indices go 0..N-1 and must stay below MaxArraySize.
+        site_max = max(1, self.site()["max_array_size"] - 1)
+        return min(site_max, self.options.max_array_size or site_max)
+
+    # --- check ----------------------------------------------------------------------
+
+    def check(self, cells: list) -> None:
+        if not shutil.which("sbatch"):
+            raise UserError("launcher slurm: `sbatch` is not on PATH",
+                            ["run the sweep from a Slurm login node (or `launcher: local` on this machine)"])
+        if not os.access(self.python, os.X_OK):
+            raise UserError(f"launcher slurm: the interpreter {self.python} does not exist or cannot run",
+                            ["jobs run the project's interpreter at the same path on the compute nodes; "
+                             "set slurm.python to one that exists there"])
+        signatures = {}
+        for cell in cells:
+            signatures.setdefault(self.signature(cell), cell.node_type)
+        for signature, node_type in signatures.items():
+            self._test_only(signature, node_type)
+
+    def _test_only(self, signature: Signature, node_type: str) -> None:
+        """`sbatch --test-only`: an unknown partition, constraint, account... stops the sweep before anything."""
+        r = signature.params
+        args = ["sbatch", "--test-only", "--nodes=1", f"--time={slurm_time(r['time_limit_min'])}",
+                "--job-name=bt-check", "--output=/dev/null"]
+        for key, flag in (("partition", "--partition"), ("constraint", "--constraint"), ("gres", "--gres"),
+                          ("gpus", "--gpus"), ("qos", "--qos"), ("account", "--account"),
+                          ("cpus_per_task", "--cpus-per-task")):
+            if r.get(key) is not None:
+                args.append(f"{flag}={r[key]}")
+        if r.get("mem_gb") is not None:
+            args.append(f"--mem={max(1, int(r['mem_gb'] * 1024))}M")
+        if r.get("exclusive"):
+            args.append("--exclusive")
+        args.append("--wrap=true")
+        done = run_command(args, timeout=60)
+        if done.returncode != 0:
+            message = (done.stderr or done.stdout).strip().replace("sbatch: error: ", "")
+            raise UserError(f"Slurm refuses the resources of node type {node_type}: {message}",
+                            [f"requested: {signature.describe()}",
+                             "fix the node type's `slurm:` block or the sweep's `slurm:` section; "
+                             "nothing was submitted"])
+
+    # --- launch ---------------------------------------------------------------------
+
+    def launch(self, campaign, cells: list, progress) -> None:
+        stream = progress.stream
+        self._warn_shared_fs(campaign, stream)
+        self.adopt_interrupted(campaign, stream)
+        todo = self._not_alive(campaign, cells, stream)
+        if not todo:
+            stream.write("nothing to submit\n")
+            return
+        code = code_snapshot(campaign.root)
+        groups = {}
+        for cell in todo:
+            groups.setdefault(self.signature(cell), []).append(cell)
+        total = 0
+        for signature, group in groups.items():
+            total += self.submit(campaign, signature, group, code, stream)
+        stream.write(f"submitted {total} cell(s) to Slurm in {campaign.root}; follow with "
+                     f"`benchmark-tracker status {_q(campaign.root)}` or `wait`\n")
+        stream.flush()
+
+    def _warn_shared_fs(self, campaign, stream) -> None:
+        root = str(Path(campaign.root).resolve())
+        if root.startswith(TMP_PREFIXES):
+            stream.write(f"warning: campaign folder {root} is under a node-local temporary directory; the compute "
+                         "nodes must see it at the same path (a shared filesystem), or jobs fail without logs\n")
+        if str(Path(self.python)).startswith(TMP_PREFIXES):
+            stream.write(f"warning: the interpreter {self.python} is under a temporary directory; it must exist at "
+                         "the same path on the compute nodes\n")
+
+    def _not_alive(self, campaign, cells: list, stream) -> list:
+        """Drop cells whose earlier job still queues or runs: never two jobs for one cell."""
+        open_ones = [c for c in cells if campaign.status(c.id)["state"] in ("submitted", "running")]
+        if not open_ones:
+            return list(cells)
+        self.refresh(campaign, open_ones, retry=False)
+        still = {c.id for c in open_ones if campaign.status(c.id)["state"] in ("submitted", "running")
+                 and campaign.status(c.id).get("launcher") == self.name}
+        if still:
+            stream.write(f"{len(still)} cell(s) already queued or running in Slurm: not submitted again\n")
+        return [c for c in cells if c.id not in still]
+
+    def submit(self, campaign, signature: Signature, cells: list, code: Path, stream) -> int:
+        """Submit cells sharing one signature, in arrays of at most chunk_size().
+
+        Per chunk: statuses (submitted, with the submission token and array index) and the submission
+        record are written *before* sbatch; after it, only the record gets the job id. No cell file is
+        written while its job may already be writing it.
+        """
+        import submitit
+
+        folder = campaign.root / SLURM_DIR / "jobs"
+        records = campaign.root / SLURM_DIR / "submissions"
+        folder.mkdir(parents=True, exist_ok=True)
+        records.mkdir(parents=True, exist_ok=True)
+        energy = self.site()["energy_accounting"]
+        size = self.chunk_size() if self.options.use_arrays else 1
+        submitted = 0
+        for start in range(0, len(cells), size):
+            chunk = cells[start:start + size]
+            token = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+            record_path = records / f"{token}.json"
+            record = {"token": token, "job_name": f"bt-{token}", "cells_root": str(campaign.cells_dir),
+                      "cells": [c.id for c in chunk], "python": self.python, "code": str(code),
+                      "energy_accounting": energy, "time_limit_min": slurm_time(signature.params["time_limit_min"]),
+                      "signature": signature.describe(), "created_at": now_iso(), "created": time.time(),
+                      "state": "submitting", "job_id": None, "host": socket.gethostname(), "pid": os.getpid()}
+            atomic_write_json(record_path, record)  # first: from here on, a crash is recoverable
+            array = len(chunk) > 1
+            now = now_iso()
+            for index, cell in enumerate(chunk):
+                previous = campaign.status(cell.id)
+                if previous.get("attempts", 0):
+                    campaign.set_aside_outputs(cell.id, previous["attempts"])
+                write_submitted(campaign.cell_dir(cell.id), previous, now, attempts=previous.get("attempts", 0) + 1,
+                                launcher=self.name, submission=token, array_index=index if array else None,
+                                host=socket.gethostname())
+            executor = submitit.SlurmExecutor(folder=folder, python=_q(self.python), max_num_timeout=0)
+            executor.update_parameters(**self.sbatch_parameters(signature, record["job_name"], code,
+                                                                campaign.root / SLURM_DIR))
+            try:
+                if array:
+                    jobs = []
+                    with executor.batch():
+                        for _ in chunk:
+                            jobs.append(executor.submit(_task_function(), str(record_path)))
+                else:
+                    jobs = [executor.submit(_task_function(), str(record_path))]
+                job_id = base_job_id(jobs[0].job_id)
+            except Exception as exc:  # sbatch refused: say what Slurm said, submit nothing more
+                message = str(exc).strip().replace("sbatch: error: ", "")
+                record["state"], record["error"] = "refused", message
+                atomic_write_json(record_path, record)
+                for cell in chunk:
+                    update_status(campaign.cell_dir(cell.id), "failed", reason=f"Slurm refused the job: {message}")
+                raise UserError(f"Slurm refused the submission of {len(chunk)} cell(s): {message}",
+                                [f"requested: {signature.describe()}",
+                                 f"{submitted} cell(s) were submitted before these; nothing after"]) from None
+            self._hook_after_sbatch()
+            record["state"], record["job_id"], record["submitted_at"] = "submitted", job_id, now_iso()
+            atomic_write_json(record_path, record)
+            self._records[token] = record
+            submitted += len(chunk)
+            stream.write(f"submitted {len(chunk)} cell(s) as Slurm job {job_id}"
+                         f"{f' (array, {self.options.array_parallelism} at a time)' if array else ''}: "
+                         f"{signature.describe()}\n")
+            stream.flush()
+        return submitted
+
+    @staticmethod
+    def _hook_after_sbatch() -> None:
+        """Tests only: widen the window between sbatch and its record (a kill lands inside it)."""
+        delay = os.environ.get("BENCHMARK_TRACKER_SLURM_TEST_DELAY_S")
+        if delay:
+            time.sleep(float(delay))
+
+    # --- submission records -----------------------------------------------------------
+
+    def record(self, campaign, token: str) -> dict | None:
+        if token not in self._records:
+            try:
+                self._records[token] = read_json(campaign.root / SLURM_DIR / "submissions" / f"{token}.json")
+            except (OSError, ValueError):
+                self._records[token] = None
+        return self._records[token]
+
+    def job_id(self, campaign, status: dict) -> str | None:
+        """A cell's Slurm job id (`<array>_<index>` for an array task), from its submission record."""
+        record = self.record(campaign, status.get("submission") or "")
+        if not record or not record.get("job_id"):
+            return None
+        index = status.get("array_index")
+        return f"{record['job_id']}_{index}" if index is not None else str(record["job_id"])
+
+    def adopt_interrupted(self, campaign, stream) -> None:
+        """Settle every submission a killed sweep left half done (see settle_submission)."""
+        records = campaign.root / SLURM_DIR / "submissions"
+        for path in sorted(records.glob("*.json")) if records.is_dir() else []:
+            try:
+                record = read_json(path)
+            except (OSError, ValueError):
+                continue
+            if record.get("state") == "submitting":
+                self.settle_submission(campaign, record, stream)
+
+    def settle_submission(self, campaign, record: dict, stream=None) -> dict:
+        """A record left `submitting`: adopt its job if it reached Slurm (found by name), else abandon it.
+
+        Left alone while the process that writes it may still be at work (alive on this host, or less
+        than 10 min old elsewhere).
+        """
+        from submitit.core import utils as submitit_utils
+
+        if record.get("pid") != os.getpid() and _maybe_alive(record):
+            return record
+        path = campaign.root / SLURM_DIR / "submissions" / f"{record['token']}.json"
+        job_id = self._find_by_name(record["job_name"], since=record["created"] - 60)
+        if not job_id:
+            record["state"] = "abandoned"  # sbatch never ran: its cells are submitted afresh
+            atomic_write_json(path, record)
+            self._records[record["token"]] = record
+            return record
+        folder = campaign.root / SLURM_DIR / "jobs"
+        array = len(record["cells"]) > 1
+        for index in range(len(record["cells"])):
+            pickle = folder / (f"{job_id}_{index}_submitted.pkl" if array else f"{job_id}_submitted.pkl")
+            if not pickle.exists():  # killed between sbatch and submitit's renames: same content, rebuild
+                delayed = submitit_utils.DelayedSubmission(_task_function(), str(path))
+                delayed.set_timeout(60, 0)
+                delayed.dump(pickle)
+        record["state"], record["job_id"], record["adopted_at"] = "submitted", job_id, now_iso()
+        atomic_write_json(path, record)
+        self._records[record["token"]] = record
+        (stream or sys.stderr).write(f"adopted Slurm job {job_id} ({len(record['cells'])} cell(s)), submitted by "
+                                     "an interrupted sweep\n")
+        return record
+
+    def _find_by_name(self, job_name: str, since: float) -> str | None:
+        out = run_command(["squeue", "-h", "--name", job_name, "-o", "%F"], timeout=30)
+        ids = [line.strip() for line in out.stdout.splitlines() if line.strip()]
+        if ids:
+            return base_job_id(ids[0])
+        start = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(since))
+        out = run_command(["sacct", "-n", "-X", "-P", "--name", job_name, "-S", start, "-o", "JobID"], timeout=30)
+        ids = [line.strip() for line in out.stdout.splitlines() if line.strip()]
+        return base_job_id(ids[0]) if ids else None
+
+    # --- refresh ----------------------------------------------------------------------
+
+    def refresh(self, campaign, cells: list, retry: bool = True) -> None:
+        """Status files first; one squeue for all; sacct only for jobs squeue no longer knows."""
+        watched, lost = {}, []
+        for cell in cells:
+            status = campaign.status(cell.id)
+            if status["state"] in FINAL_STATES or status.get("launcher") != self.name:
+                continue
+            job_id = self.job_id(campaign, status)
+            if job_id is None:
+                record = self.record(campaign, status.get("submission") or "")
+                if record is not None and record.get("state") == "submitting":
+                    record = self.settle_submission(campaign, record)
+                    job_id = self.job_id(campaign, status)
+            if job_id is None:
+                if record is None or record.get("state") in ("abandoned", "refused"):
+                    lost.append(cell.id)  # its sweep died before sbatch: no job will ever come
+                continue  # "submitting": the sweep doing it (or the next one) settles it
+            watched[cell.id] = (status, job_id)
+        for cell_id in lost:
+            update_status(campaign.cell_dir(cell_id), "failed", interrupted=True,
+                          reason="its submission was interrupted before it reached Slurm")
+        if not watched:
+            return
+        alive = self._squeue({job_id for _, job_id in watched.values()})
+        if alive is None:
+            return
+        gone = {cid: v for cid, v in watched.items() if v[1] not in alive}
+        if not gone:
+            return
+        states = self._final_states({job_id for _, job_id in gone.values()})
+        retry_cells = []
+        for cell_id, (before, job_id) in gone.items():
+            status = campaign.status(cell_id)  # again: the job may have written it meanwhile
+            if status["state"] in FINAL_STATES or status.get("submission") != before.get("submission"):
+                continue
+            info = states.get(job_id)
+            if info is None:
+                age = time.time() - _epoch(status.get("submitted_at"))
+                if age < GONE_GRACE_S:
+                    continue  # just submitted: accounting may lag
+                reason, retryable, slurm_state = ("its job left the Slurm queue without a result, and Slurm has "
+                                                  "no record of how it ended"), True, "UNKNOWN"
+            else:
+                slurm_state = info["state"].split()[0]
+                if slurm_state in SQUEUE_ALIVE:
+                    continue  # squeue missed it by a hair; next time
+                reason, retryable = FINAL_REASONS.get(slurm_state, (f"Slurm state {slurm_state}", True))
+                detail = self._job_log_hint(campaign, job_id)
+                if detail:
+                    reason, retryable = detail, False
+                elif info.get("exit_code") and slurm_state in ("FAILED", "COMPLETED"):
+                    reason += f" (exit code {info['exit_code']})"
+                if slurm_state == "NODE_FAIL" and info.get("nodes"):
+                    reason += f" (node {info['nodes']})"
+            fields = {"slurm_state": slurm_state, "job_id": job_id}
+            if slurm_state == "TIMEOUT":
+                fields["timed_out"] = True
+            if slurm_state == "CANCELLED":
+                fields["cancelled"] = True
+            update_status(campaign.cell_dir(cell_id), "failed", reason=reason, **fields)
+            if retry and retryable and status.get("attempts", 1) <= self.options.max_retries:
+                retry_cells.append(cell_id)
+        if retry_cells:
+            self._retry(campaign, [c for c in cells if c.id in retry_cells])
+
+    def _retry(self, campaign, cells: list) -> None:
+        """Our retries (Slurm's requeue is off): same cell id, next attempt, under the campaign lock."""
+        for cell in cells:  # a sweep rerun resumes these whatever happens below
+            update_status(campaign.cell_dir(cell.id), "failed", interrupted=True, retry_pending=True)
+        if campaign.is_locked():
+            return  # a sweep holds the campaign (maybe this very process): it submits them itself
+        try:
+            with campaign.lock():
+                code = code_snapshot(campaign.root)
+                groups = {}
+                for cell in cells:
+                    groups.setdefault(self.signature(cell), []).append(cell)
+                for signature, group in groups.items():
+                    self.submit(campaign, signature, group, code, sys.stderr)
+        except UserError as exc:
+            print(f"warning: could not retry {len(cells)} cell(s): {exc}", file=sys.stderr)
+
+    def _squeue(self, job_ids: set) -> set | None:
+        """Those of these jobs Slurm still has queued or running (array tasks one by one); None if it cannot say.
+
+        One call, by array (base) job id: a campaign has few arrays, and the cluster's other jobs stay out.
+        """
+        bases = sorted({base_job_id(j) for j in job_ids})
+        out = run_command(["squeue", "-h", "-r", "-o", "%i|%T", "--states=all", "-j", ",".join(bases)], timeout=60)
+        if out.returncode != 0 and "invalid job id" in out.stderr.lower():
+            out = subprocess.CompletedProcess(out.args, 0, "", "")  # none of them is known any more
+        if out.returncode != 0:
+            now = time.monotonic()
+            self._scheduler_down_since = self._scheduler_down_since or now
+            if now - self._scheduler_down_since > SCHEDULER_DOWN_LIMIT_S:
+                raise UserError(f"Slurm has not answered for {now - self._scheduler_down_since:.0f} s: "
+                                f"{out.stderr.strip()}", ["the campaign's jobs cannot be followed; retry later"])
+            print(f"warning: squeue failed ({out.stderr.strip()}); cell states not refreshed", file=sys.stderr)
+            return None
+        self._scheduler_down_since = None
+        alive = set()
+        for line in out.stdout.splitlines():
+            job, _, state = line.partition("|")
+            if state.strip() in SQUEUE_ALIVE:
+                alive.add(job.strip())
+        return alive
+
+    def _final_states(self, job_ids: set) -> dict:
+        """{job id: {state, exit_code, nodes}} for ended jobs: sacct, else scontrol (jobs within MinJobAge)."""
+        bases = sorted({base_job_id(j) for j in job_ids})
+        result = {}
+        out = run_command(["sacct", "-n", "-X", "-P", "-o", "JobID,State,ExitCode,NodeList", "-j", ",".join(bases)],
+                          timeout=120)
+        if out.returncode == 0:
+            for line in out.stdout.splitlines():
+                parts = line.split("|")
+                if len(parts) >= 4 and parts[0] in job_ids:
+                    result[parts[0]] = {"state": parts[1], "exit_code": parts[2] if parts[2] != "0:0" else None,
+                                        "nodes": parts[3]}
+            return result
+        for job_id in sorted(job_ids):  # no accounting: slurmctld still knows jobs that ended recently
+            show = run_command(["scontrol", "show", "job", "-o", job_id], timeout=30)
+            fields = dict(f.split("=", 1) for f in show.stdout.split() if "=" in f)
+            if fields.get("JobState"):
+                result[job_id] = {"state": fields["JobState"], "exit_code": fields.get("ExitCode"),
+                                  "nodes": fields.get("NodeList")}
+        return result
+
+    def _job_log_hint(self, campaign, job_id: str) -> str | None:
+        """The job script's own message (missing interpreter) from submitit's log for that task."""
+        path = campaign.root / SLURM_DIR / "jobs" / f"{job_id}_0_log.out"
+        try:
+            text = path.read_text(errors="replace")[-8192:]
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if line.startswith("benchmark-tracker: the interpreter"):
+                return line.removeprefix("benchmark-tracker: ")
+        return None
+
+    def settle(self, campaign, cells: list, timeout_s: float = 60.0) -> None:
+        """After `wait`: with energy accounting on, let the jobs of done cells end (bounded), since the job
+        adds Slurm's energy counter to result.json after the cell's own `done`."""
+        if not self.site()["energy_accounting"]:
+            return
+        ids = set()
+        for cell in cells:
+            status = campaign.status(cell.id)
+            if status["state"] == "done" and status.get("launcher") == self.name:
+                job_id = self.job_id(campaign, status)
+                if job_id:
+                    ids.add(job_id)
+        deadline = time.monotonic() + timeout_s
+        while ids and time.monotonic() < deadline:
+            alive = self._squeue(ids)
+            if alive is None:
+                return
+            ids &= alive
+            if ids:
+                time.sleep(1.0)
+
+    # --- cancel ---------------------------------------------------------------------
+
+    def cancel(self, campaign, cells: list) -> None:
+        ids, names = [], set()
+        for cell in cells:
+            status = campaign.status(cell.id)
+            if status.get("launcher") != self.name:
+                continue
+            job_id = self.job_id(campaign, status)
+            if job_id:
+                ids.append(job_id)
+            else:
+                record = self.record(campaign, status.get("submission") or "")
+                if record and record.get("state") == "submitting":
+                    names.add(record["job_name"])  # a sweep is submitting it right now: cancel by name
+        for start in range(0, len(ids), 500):
+            done = run_command(["scancel", *ids[start:start + 500]], timeout=120)
+            if done.returncode != 0 and done.stderr.strip():
+                print(f"warning: scancel: {done.stderr.strip()}", file=sys.stderr)
+        for name in sorted(names):
+            run_command(["scancel", "--name", name], timeout=60)
+        for cell in cells:
+            status = campaign.status(cell.id)
+            if status["state"] not in FINAL_STATES:
+                update_status(campaign.cell_dir(cell.id), "failed", reason="cancelled by the user", cancelled=True)
+
+
+def write_submitted(cell_dir: Path, previous: dict, now: str, **fields) -> None:
+    """update_status(cell_dir, "submitted", ...) for many cells at once: the same record, fewer syscalls.
+
+    Atomic (temp file + rename) but not fsync-ed one by one: the submission record, written and
+    fsync-ed before sbatch, is what a crash recovery relies on; 1,000 fsyncs would cost more than sbatch.
+    """
+    history = previous.get("history", [])
+    if previous.get("state") in FINAL_STATES:
+        history = history + [{k: previous[k] for k in ("state", "reason", "updated_at", "attempts") if k in previous}]
+    status = {"attempts": previous.get("attempts", 0), "history": history, **fields, "state": "submitted",
+              "updated_at": now, "submitted_at": now}
+    status.setdefault("host", socket.gethostname())
+    path = Path(cell_dir) / STATUS_FILE
+    tmp = path.with_name(f".{STATUS_FILE}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(status, indent=2, sort_keys=True, default=str) + "\n")
+    os.chmod(tmp, 0o666 & ~_UMASK)
+    os.replace(tmp, path)
+
+
+def _maybe_alive(record: dict) -> bool:
+    """Whether the process that wrote a submission record may still be submitting (one sbatch: never 10 min)."""
+    if time.time() - record.get("created", 0) > 600:
+        return False
+    if record.get("host") == socket.gethostname():
+        try:
+            os.kill(int(record.get("pid", 0)), 0)
+        except (ProcessLookupError, ValueError):
+            return False
+        except PermissionError:
+            return True
+        return int(record.get("pid", 0)) > 0
+    return True
+
+
+def _epoch(iso: str | None) -> float:
+    if not iso:
+        return 0.0
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(iso).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def _task_function():
+    from orchestrator.launchers import slurm_job
+
+    return slurm_job.run_task
+
+
