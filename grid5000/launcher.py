@@ -16,13 +16,11 @@
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import re
 import shlex
-import shutil
 import socket
 import sys
 import time
@@ -35,6 +33,7 @@ from jobs.records import FINAL_STATES, LOG_FILE, STATUS_FILE, atomic_write_json,
 from orchestrator.errors import UserError
 from orchestrator.launchers import Launcher
 from orchestrator.nodes import ROOT, node_types
+from orchestrator.store import snapshot_code
 
 OAR_DIR = ".oar"  # in the campaign: code snapshots
 CODE_PACKAGES = ("jobs", "orchestrator", "grid5000")
@@ -172,24 +171,7 @@ def local_site() -> str | None:
 
 
 def code_snapshot(campaign_root: Path) -> Path:
-    """Freeze the code the jobs import (a queued job starts later, maybe after a `git pull`)."""
-    files = sorted(p for package in CODE_PACKAGES for p in (ROOT / package).rglob("*")
-                   if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith(".pyc"))
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
-    target = campaign_root / OAR_DIR / "code" / digest.hexdigest()[:12]
-    if not target.is_dir():
-        staging = target.with_name(f".{target.name}.{os.getpid()}")
-        for path in files:
-            destination = staging / path.relative_to(ROOT)
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, destination)
-        try:
-            staging.rename(target)
-        except OSError:  # another process made it meanwhile
-            shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return snapshot_code(campaign_root / OAR_DIR / "code", CODE_PACKAGES)
 
 
 def _run(command, timeout: float = COMMAND_TIMEOUT_S):

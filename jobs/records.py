@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import tempfile
 from datetime import datetime, timezone
@@ -101,3 +102,25 @@ def update_status(cell_dir: Path, state: str, **fields: Any) -> dict:
         status.pop("reason", None)
     atomic_write_json(Path(cell_dir) / STATUS_FILE, status)
     return status
+
+
+def describe_exit(returncode: int) -> str:
+    """A process's end in words: `killed by SIGKILL`, `exited with code 1`."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"killed by {name}"
+    return f"exited with code {returncode}"
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    """The last lines of a job log, for a status whose job died without a word."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 8192))
+            return b"\n".join(handle.read().splitlines()[-lines:]).decode("utf-8", "replace")
+    except OSError:
+        return ""

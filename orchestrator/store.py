@@ -20,6 +20,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from orchestrator.nodes import ROOT
+
 from jobs.records import (CELL_FILE, EMISSIONS_FILE, LOG_FILE, RESULT_FILE, RESULT_SCHEMA_VERSION,
                           atomic_write_json, atomic_write_text, now_iso, read_json, read_status)
 from orchestrator import __version__
@@ -29,6 +31,30 @@ MANIFEST_FILE = "manifest.json"
 SWEEP_COPY = "sweep.yaml"
 LOCK_FILE = ".lock"
 ATTEMPT_OUTPUTS = (RESULT_FILE, EMISSIONS_FILE, LOG_FILE)
+
+
+def snapshot_code(folder: Path, packages: tuple) -> Path:
+    """Freeze the code queued jobs will import (they start later, maybe after a `git pull`).
+
+    Copies the packages into folder/<content hash>/ once; the same code gives the same folder.
+    """
+    files = sorted(p for package in packages for p in (ROOT / package).rglob("*")
+                   if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
+    target = Path(folder) / digest.hexdigest()[:12]
+    if not target.is_dir():
+        staging = target.with_name(f".{target.name}.{os.getpid()}")
+        for path in files:
+            destination = staging / path.relative_to(ROOT)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, destination)
+        try:
+            staging.rename(target)
+        except OSError:  # another process made it meanwhile
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def check_writable(folder: Path) -> None:

@@ -12,33 +12,13 @@ import subprocess
 import sys
 import time
 
-from jobs.records import FINAL_STATES, LOG_FILE, update_status
+from jobs.records import FINAL_STATES, LOG_FILE, describe_exit, log_tail, update_status
 from orchestrator.errors import UserError
 from orchestrator.launchers import Launcher
 from orchestrator.nodes import ROOT, node_types
 
 POLL_S = 0.5
 KILL_GRACE_S = 10.0
-
-
-def describe_exit(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return f"killed by {name}"
-    return f"exited with code {returncode}"
-
-
-def log_tail(path, lines: int = 20) -> str:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - 8192))
-            return b"\n".join(handle.read().splitlines()[-lines:]).decode("utf-8", "replace")
-    except OSError:
-        return ""
 
 
 def _alive(pid: int) -> bool:

@@ -24,7 +24,6 @@ the campaign folder. What each part does:
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -45,7 +44,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 from jobs.records import _UMASK, FINAL_STATES, STATUS_FILE, atomic_write_json, now_iso, read_json, update_status
 from orchestrator.errors import UserError
 from orchestrator.launchers import Launcher
-from orchestrator.nodes import ROOT, node_types
+from orchestrator.nodes import node_types
+from orchestrator.store import snapshot_code
 
 # Values that end up in #SBATCH lines: no whitespace, quotes or shell syntax, ever.
 _SAFE = r"^[A-Za-z0-9_.,:+@%=/-]+$"
@@ -146,24 +146,7 @@ def base_job_id(job_id: str) -> str:
 
 
 def code_snapshot(campaign_root: Path) -> Path:
-    """Copy the code jobs run (jobs/, orchestrator/) into the campaign, once per content hash."""
-    files = sorted(p for package in ("jobs", "orchestrator") for p in (ROOT / package).rglob("*")
-                   if p.is_file() and p.suffix in (".py", ".yaml") and "__pycache__" not in p.parts)
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
-    target = campaign_root / SLURM_DIR / "code" / digest.hexdigest()[:12]
-    if not target.is_dir():
-        staging = target.with_name(f".{target.name}.{os.getpid()}")
-        for path in files:
-            destination = staging / path.relative_to(ROOT)
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, destination)
-        try:
-            staging.rename(target)
-        except OSError:  # another process made it meanwhile
-            shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return snapshot_code(campaign_root / SLURM_DIR / "code", ("jobs", "orchestrator"))
 
 
 @dataclass(frozen=True)
@@ -645,14 +628,17 @@ class SlurmLauncher(Launcher):
         return None
 
     def settle(self, campaign, cells: list, timeout_s: float = 60.0) -> None:
-        """After `wait`: with energy accounting on, let the jobs of done cells end (bounded), since the job
-        adds Slurm's energy counter to result.json after the cell's own `done`."""
-        if not self.site()["energy_accounting"]:
-            return
+        """After `wait`: let jobs that still write after their cell's final status end (bounded): with
+        energy accounting on, a done cell's job adds Slurm's energy counter; a cell the job itself marked
+        `Terminated` gets its real reason (timeout, scancel) from the job's wrapper a moment later."""
+        accounting = self.site()["energy_accounting"]
         ids = set()
         for cell in cells:
             status = campaign.status(cell.id)
-            if status["state"] == "done" and status.get("launcher") == self.name:
+            if status.get("launcher") != self.name:
+                continue
+            terminated = status["state"] == "failed" and str(status.get("reason", "")).startswith("Terminated")
+            if (status["state"] == "done" and accounting) or terminated:
                 job_id = self.job_id(campaign, status)
                 if job_id:
                     ids.add(job_id)

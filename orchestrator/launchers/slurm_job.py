@@ -21,33 +21,14 @@ import sys
 import time
 from pathlib import Path
 
-from jobs.records import FINAL_STATES, LOG_FILE, RESULT_FILE, atomic_write_json, read_json, read_status, update_status
+from jobs.records import (FINAL_STATES, LOG_FILE, RESULT_FILE, atomic_write_json, describe_exit, log_tail,
+                          read_json, read_status, update_status)
 
 
 def _ignore_signals() -> None:
     # SIGTERM (scancel, time limit) is the child's to record; USR2 is submitit's early time-out warning,
     # whose default action would kill the child without a word.
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
-
-
-def describe_exit(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return f"killed by {name}"
-    return f"exited with code {returncode}"
-
-
-def log_tail(path: Path, lines: int = 20) -> str:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - 8192))
-            return b"\n".join(handle.read().splitlines()[-lines:]).decode("utf-8", "replace")
-    except OSError:
-        return ""
 
 
 def _slurm(*args: str, timeout: float = 10) -> str:
