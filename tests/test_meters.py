@@ -28,7 +28,10 @@ def zone(root, name, label, energy_uj, max_uj=MAX, parent=None):
 
 
 def set_uj(folder, value):
-    (folder / "energy_uj").write_text(f"{value}\n")
+    """Replace the counter at once, as sysfs shows it (a plain rewrite could be read half-way)."""
+    temporary = folder / "energy_uj.new"
+    temporary.write_text(f"{value}\n")
+    temporary.replace(folder / "energy_uj")
 
 
 @pytest.fixture
@@ -80,7 +83,22 @@ def test_wrap_around_is_corrected_between_samples(tmp_path):
     reading = meter.stop()
     assert reading.domains["cpu"].joules == pytest.approx(7.0)
     assert len(reading.series) >= 3  # the sample series is kept
+    assert reading.details["missed_reads"] == 0
     assert delta_uj(90, 10, 100) == 20 and delta_uj(10, 90, 100) == 80
+
+
+def test_a_failed_read_is_skipped_not_fatal(tmp_path):
+    root = tmp_path / "powercap"
+    root.mkdir()
+    p0 = zone(root, "intel-rapl:0", "package-0", 1_000_000)
+    meter = RaplMeter(root, period_s=0.02)
+    meter.start()
+    (p0 / "energy_uj").write_text("")  # unreadable for a while
+    time.sleep(0.1)
+    set_uj(p0, 4_000_000)
+    reading = meter.stop()
+    assert reading.domains["cpu"].joules == pytest.approx(3.0)
+    assert reading.details["missed_reads"] >= 1
 
 
 def test_amd_without_dram_and_mirrored_dies(tmp_path):

@@ -99,7 +99,11 @@ class RaplMeter:
         now = time.perf_counter()
         with self._lock:
             for index, zone in enumerate(self.zones):
-                value = zone.read_uj()
+                try:
+                    value = zone.read_uj()
+                except (OSError, ValueError):  # a missed read: the next one covers the interval
+                    self._missed += 1
+                    continue
                 self._totals[index] += delta_uj(self._last[index], value, zone.max_range_uj)
                 self._last[index] = value
             self._series.append((now - self._t0, self._domain_joules()))
@@ -125,6 +129,7 @@ class RaplMeter:
         self._last = [zone.read_uj() for zone in self.zones]
         self._totals = [0] * len(self.zones)
         self._series = []
+        self._missed = 0
         # Dies of one package reading the same raw value are one counter shown twice.
         self._mirrored = {}
         for zone, raw in zip(self.zones, self._last):
@@ -144,4 +149,5 @@ class RaplMeter:
         domains = {name: DomainEnergy(value, "rapl", "rapl") for name, value in joules.items()}
         return Reading(domains, duration, list(self._series),
                        {"zones": [str(z.path) for z in self.zones], "period_s": self.period_s,
+                        "missed_reads": self._missed,
                         "mirrored_packages": sorted(f"{d}:{p}" for (d, p), m in self._mirrored.items() if m)})
