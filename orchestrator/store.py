@@ -70,7 +70,8 @@ def check_writable(folder: Path) -> None:
 
 class Campaign:
     def __init__(self, root: Path):
-        self.root = Path(root)
+        # Absolute: jobs run in their cell folder, and schedulers start them elsewhere.
+        self.root = Path(root).absolute()
         self.cells_dir = self.root / "cells"
 
     @property

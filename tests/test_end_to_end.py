@@ -51,7 +51,7 @@ def start_cli(*args) -> subprocess.Popen:
 def test_sweep_to_table_and_resume(sweep_file, tmp_path):
     sweep = sweep_file(tiny_sweep("e2e"))
     out = tmp_path / "results"
-    first = run_cli("sweep", sweep, "--output", out)
+    first = run_cli("sweep", sweep, "--output", "results", cwd=tmp_path)  # relative, as users write it
     assert first.returncode == 0, first.stderr
     campaign = out / "e2e"
     table = pd.read_csv(campaign / "results.csv")
@@ -72,7 +72,7 @@ def test_sweep_to_table_and_resume(sweep_file, tmp_path):
     assert sorted(c["id"] for c in manifest["cells"]) == sorted(table["cell_id"])
     assert "done 2" in first.stderr and "running mobilenet_v2" in first.stderr
 
-    again = run_cli("sweep", sweep, "--output", out)
+    again = run_cli("sweep", sweep, "--output", "results", cwd=tmp_path)
     assert again.returncode == 0
     assert "2 done and 0 failed cells skipped" in again.stderr
     assert all(s["attempts"] == 1 for s in statuses(campaign))
