@@ -32,7 +32,7 @@ class CodecarbonMeter:
     name = "codecarbon"
 
     def __init__(self, output_dir: Path, project_name: str, experiment_name: str,
-                 country_iso_code: str, carbon_intensity_g_per_kwh: float, measure_power_secs: float = 1.0):
+                 country_iso_code: str, carbon_intensity_g_per_kwh: float, measure_power_secs: float = 15.0):
         from codecarbon import OfflineEmissionsTracker
         from codecarbon.output_methods.base_output import OutputMethod
 
