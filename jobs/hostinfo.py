@@ -37,17 +37,15 @@ def gpus() -> tuple:
         pynvml.nvmlInit()
     except Exception:  # no driver, no library: no NVIDIA GPU here
         return [], None
+    from jobs.meters.nvml import visible_indices
+
     try:
         driver = pynvml.nvmlSystemGetDriverVersion()
         found = []
-        for index in range(pynvml.nvmlDeviceGetCount()):
+        for index in visible_indices(pynvml, pynvml.nvmlDeviceGetCount()):  # the allocation only
             handle = pynvml.nvmlDeviceGetHandleByIndex(index)
             found.append({"index": index, "name": pynvml.nvmlDeviceGetName(handle),
                           "uuid": pynvml.nvmlDeviceGetUUID(handle)})
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        if visible is not None:  # the allocation, by index or UUID
-            wanted = [v.strip() for v in visible.split(",") if v.strip()]
-            found = [g for g in found if str(g["index"]) in wanted or any(g["uuid"].startswith(w) for w in wanted)]
         return found, driver
     finally:
         pynvml.nvmlShutdown()

@@ -36,19 +36,21 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write(path: Path, write, fsync: bool = True) -> None:
     """Write through a temporary file in the same folder, then rename.
 
-    A reader never sees a half-written file, and a crash mid-write leaves the
-    previous version in place.
+    `write(tmp_path)` produces the content (pandas, text, ...). A reader never
+    sees a half-written file, and a crash mid-write leaves the previous
+    version in place. `fsync=False` for bulk writes another durable record covers.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+        write(tmp)
+        if fsync:
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide results from the team
         os.replace(tmp, path)
     except BaseException:
@@ -57,6 +59,10 @@ def atomic_write_text(path: Path, text: str) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def atomic_write_text(path: Path, text: str, fsync: bool = True) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), fsync)
 
 
 def atomic_write_json(path: Path, data: Any) -> None:

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 from scipy import stats
 
-from jobs.records import _UMASK, RESULT_FILE, read_json
+from jobs.records import RESULT_FILE, atomic_write, atomic_write_text, read_json
 from orchestrator.store import Campaign
 
 GROUP_KEYS = ["test", "subtest", "phase", "node_type", "precision", "execution", "batch_size", "input_shape"]
@@ -158,18 +156,6 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
         "energy_kind"] + [f"energy_{d}_source" for d in DOMAINS])
 
 
-def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def apply_factors(results: pd.DataFrame, pue: float | None = None,
                   carbon_intensity_g_per_kwh: float | None = None) -> pd.DataFrame:
     """CO2 from raw energy, with the recorded factors or new ones: no rerun needed to change them."""
@@ -193,8 +179,8 @@ def collect(campaign_root: Path, pue: float | None = None,
     rows = [_cell_row(campaign, entry, problems) for entry in campaign.manifest()["cells"]]
     results = apply_factors(pd.DataFrame(rows), pue, carbon_intensity_g_per_kwh)
     summary = summarise(results)
-    _atomic(campaign.root / "results.csv", lambda p: results.to_csv(p, index=False))
-    _atomic(campaign.root / "results.parquet", lambda p: results.to_parquet(p, index=False))
-    _atomic(campaign.root / "summary.csv", lambda p: summary.to_csv(p, index=False))
-    _atomic(campaign.root / "problems.json", lambda p: Path(p).write_text(json.dumps(problems, indent=2)))
+    atomic_write(campaign.root / "results.csv", lambda p: results.to_csv(p, index=False))
+    atomic_write(campaign.root / "results.parquet", lambda p: results.to_parquet(p, index=False))
+    atomic_write(campaign.root / "summary.csv", lambda p: summary.to_csv(p, index=False))
+    atomic_write_text(campaign.root / "problems.json", json.dumps(problems, indent=2))
     return Collected(results, summary, problems)

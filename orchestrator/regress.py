@@ -23,8 +23,6 @@ History: one Parquet file per run under <output>/history/, never rewritten
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -34,6 +32,7 @@ import pandas as pd
 import yaml
 
 from jobs.catalog import TESTS
+from jobs.records import atomic_write, atomic_write_text
 from orchestrator.errors import UserError
 from orchestrator.results import METRICS, CampaignData, load_campaign
 
@@ -260,14 +259,7 @@ def append_history(folder: Path, rows: pd.DataFrame) -> Path | None:
     path = folder / f"{run_id}.parquet"
     if path.exists():
         raise UserError(f"history already has run {run_id} ({path}); history is append-only")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
-    os.close(fd)
-    try:
-        rows.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: rows.to_parquet(tmp, index=False))
     return path
 
 
@@ -488,11 +480,4 @@ def _now() -> str:
 
 def _atomic_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        Path(tmp).write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)

@@ -78,26 +78,24 @@ def cell_record(sweep, cell) -> dict:
 
 
 def _adaptive_skip(campaign: Campaign, cells: list, by_group: dict, policy, round_index: int) -> tuple:
-    """Split a round into (still needed, skipped, undecided) for adaptive repetitions."""
-    needed, skipped, undecided = [], [], []
+    """Split a round into (still needed, undecided); cells precision made unnecessary are marked skipped."""
+    needed, undecided = [], []
     for cell in cells:
-        earlier = [c for c in by_group[group_key(cell)] if c.repetition < round_index]
-        if any(campaign.status(c.id)["state"] not in FINAL_STATES for c in earlier):
+        earlier = [(c, campaign.status(c.id)["state"]) for c in by_group[group_key(cell)]
+                   if c.repetition < round_index]
+        if any(state not in FINAL_STATES for _, state in earlier):
             undecided.append(cell)  # earlier repetitions still running elsewhere
             continue
-        values = [v for v in (metric_value(campaign, c, policy.metric) for c in earlier
-                              if campaign.status(c.id)["state"] == "done") if v is not None]
+        values = [v for v in (metric_value(campaign, c, policy.metric) for c, state in earlier if state == "done")
+                  if v is not None]
         if needs_more(values, policy):
             needed.append(cell)
-        else:
-            skipped.append(cell)
-            if campaign.status(cell.id)["state"] != "done":
-                width = relative_half_width(values)
-                update_status(campaign.cell_dir(cell.id), "skipped",
-                              reason=f"not needed: {policy.metric} 95 % CI ±{width:.2%} of the mean after "
-                                     f"{len(values)} repetitions (target ±{policy.target_ci:.2%}, "
-                                     f"max {policy.max})")
-    return needed, skipped, undecided
+        elif campaign.status(cell.id)["state"] != "done":
+            update_status(campaign.cell_dir(cell.id), "skipped",
+                          reason=f"not needed: {policy.metric} 95 % CI ±{relative_half_width(values):.2%} of the "
+                                 f"mean after {len(values)} repetitions (target ±{policy.target_ci:.2%}, "
+                                 f"max {policy.max})")
+    return needed, undecided
 
 
 def run_sweep(sweep_arg: str, output: str | None = None, rerun_failed: bool = False, force: bool = False,
@@ -135,7 +133,7 @@ def run_sweep(sweep_arg: str, output: str | None = None, rerun_failed: bool = Fa
             for round_index in range(max_repetitions(sweep)):
                 cells = [c for c in expansion.cells if c.repetition == round_index]
                 if policy is not None and round_index >= policy.min:
-                    cells, _, undecided = _adaptive_skip(campaign, cells, by_group, policy, round_index)
+                    cells, undecided = _adaptive_skip(campaign, cells, by_group, policy, round_index)
                     if undecided:  # a scheduler is still running earlier rounds: the next run decides
                         break
                 todo, done, failed = select_cells(campaign, cells, rerun_failed, force,

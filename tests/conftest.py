@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -30,30 +31,43 @@ def sweep_file(tmp_path):
     return lambda text, name="sweep.yaml": write_sweep(tmp_path, text, name)
 
 
+def wait_for(predicate, timeout: float = 120, every: float = 0.1, what: str = "condition"):
+    """Poll until `predicate()` is truthy and return its value; fail the test after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"{what} not reached in {timeout:g} s")
+
+
 # A real MobileNet-V2 at its smallest input, eager, a handful of iterations: about 10 s per cell.
 TINY_SWEEP = """
 name: {name}
 matrix:
   tests: [mobilenet_v2]
   phases: {phases}
-  repetitions: 1
-  node_types: [local]
+  repetitions: {repetitions}
+  node_types: [{node_type}]
 defaults:
   batch_size: 2
   input_size: [32, 32]
   execution: eager
   warmup_iterations: 1
   iterations: {iterations}
-launcher: local
+launcher: {launcher}
 timeout_s: {timeout}
 energy:
   pue: 1.5
   carbon_intensity_g_per_kwh: 50
   country_iso_code: FRA
-  idle_s: 1
+  idle_s: {idle_s}
 """
 
 
 def tiny_sweep(name: str = "tiny", phases: str = "[inference, training]", iterations: int = 3,
-               timeout: float = 300) -> str:
-    return TINY_SWEEP.format(name=name, phases=phases, iterations=iterations, timeout=timeout)
+               timeout: float = 300, node_type: str = "local", launcher: str = "local", repetitions: int = 1,
+               idle_s: float = 1) -> str:
+    return TINY_SWEEP.format(name=name, phases=phases, iterations=iterations, timeout=timeout,
+                             node_type=node_type, launcher=launcher, repetitions=repetitions, idle_s=idle_s)

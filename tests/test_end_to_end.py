@@ -9,22 +9,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 
-from tests.conftest import ROOT, run_cli, tiny_sweep
-
-
-def wait_for(predicate, timeout: float = 120, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("condition not reached in time")
+from tests.conftest import ROOT, run_cli, tiny_sweep, wait_for
 
 
 def running_pid(campaign: Path):

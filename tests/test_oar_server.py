@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import tiny_sweep, wait_for
 from tests.test_kwollect import FakeKwollect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,24 +107,8 @@ def bt(oar_lab, *args, timeout=300) -> subprocess.CompletedProcess:
 
 def write_sweep(folder: Path, name: str, oar: str, iterations: int = 3, repetitions: int = 1) -> Path:
     path = folder / f"{name}.yaml"
-    path.write_text(f"""
-name: {name}
-matrix:
-  tests: [mobilenet_v2]
-  phases: [inference]
-  repetitions: {repetitions}
-  node_types: [oar-local]
-defaults:
-  batch_size: 2
-  input_size: [32, 32]
-  execution: eager
-  warmup_iterations: 1
-  iterations: {iterations}
-launcher: oar
-timeout_s: 600
-energy: {{idle_s: 0}}
-oar: {oar}
-""")
+    path.write_text(tiny_sweep(name, phases="[inference]", iterations=iterations, timeout=600, node_type="oar-local",
+                               launcher="oar", repetitions=repetitions, idle_s=0) + f"oar: {oar}\n")
     os.chown(path, pwd.getpwnam(JOB_USER).pw_uid, -1)
     return path
 
@@ -180,13 +165,9 @@ def test_a_deleted_running_job_and_a_cancelled_queued_one_fail_with_their_reason
     submitted = bt(oar_lab, "sweep", sweep, "--output", workdir / "results")
     assert submitted.returncode == 0, submitted.stderr
     campaign = workdir / "results" / "oar_kill"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # one runs (host=1: the other waits for the node)
-        running = [s for s in statuses(campaign) if s["state"] == "running"]
-        if running:
-            break
-        time.sleep(1)
-    assert running, f"no cell started within 120 s: {statuses(campaign)}"
+    # One runs (host=1: the other waits for the node).
+    running = wait_for(lambda: [s for s in statuses(campaign) if s["state"] == "running"], 120, every=1,
+                       what="a cell running")
     deleted = oar_client("oardel", str(running[0]["job_id"]))
     assert deleted.returncode == 0, deleted.stderr
     waited = bt(oar_lab, "wait", campaign, "--poll", "2", "--timeout", "5", timeout=120)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT, tiny_sweep
+from tests.conftest import ROOT, tiny_sweep, wait_for
 
 CATALOG = ROOT / "tests" / "clusters" / "slurm" / "node_types.yaml"
 UP = "bash tests/clusters/slurm-up.sh"
@@ -45,10 +45,8 @@ def sh(*args, timeout: float = 30) -> subprocess.CompletedProcess:
 
 def slurm_sweep(name: str, node_type: str = "slurm-local", phases: str = "[inference]", iterations: int = 2,
                 timeout: float = 300, slurm: str = "", repetitions: int = 1) -> str:
-    text = tiny_sweep(name, phases=phases, iterations=iterations, timeout=timeout)
-    text = text.replace("node_types: [local]", f"node_types: [{node_type}]").replace("launcher: local",
-                                                                                   "launcher: slurm")
-    text = text.replace("repetitions: 1", f"repetitions: {repetitions}")
+    text = tiny_sweep(name, phases=phases, iterations=iterations, timeout=timeout, node_type=node_type,
+                      launcher="slurm", repetitions=repetitions)
     if "array_parallelism" not in slurm:
         slurm += "\narray_parallelism: 2"
     return text + "slurm:\n" + "".join(f"  {line}\n" for line in slurm.splitlines() if line)
@@ -62,16 +60,6 @@ def statuses(campaign: Path) -> dict:
         except (OSError, ValueError):
             pass
     return out
-
-
-def wait_for(predicate, timeout: float, every: float = 0.2, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"{what} not reached in {timeout:g} s")
 
 
 def job_ids(campaign: Path) -> dict:

@@ -12,14 +12,11 @@ estimates codecarbon-load-model, codecarbon-constant, codecarbon-ram-model.
 """
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
 
 JOULES_PER_KWH = 3.6e6
 MEASURED_SOURCES = {"rapl", "nvml-counter", "nvml-power"}
-
-log = logging.getLogger(__name__)
 
 
 @dataclass

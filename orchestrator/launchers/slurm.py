@@ -41,7 +41,8 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError, \
     field_validator
 
-from jobs.records import _UMASK, FINAL_STATES, STATUS_FILE, atomic_write_json, now_iso, read_json, update_status
+from jobs.records import (FINAL_STATES, STATUS_FILE, atomic_write_json, atomic_write_text, now_iso, read_json,
+                          update_status)
 from orchestrator.errors import UserError
 from orchestrator.launchers import Launcher
 from orchestrator.nodes import node_types
@@ -690,12 +691,8 @@ def write_submitted(cell_dir: Path, previous: dict, now: str, **fields) -> None:
     status = {"attempts": previous.get("attempts", 0), "history": history, **fields, "state": "submitted",
               "updated_at": now, "submitted_at": now}
     status.setdefault("host", socket.gethostname())
-    path = Path(cell_dir) / STATUS_FILE
-    tmp = path.with_name(f".{STATUS_FILE}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(status, indent=2, sort_keys=True, default=str) + "\n")
-    os.chmod(tmp, 0o666 & ~_UMASK)
-    os.replace(tmp, path)
+    atomic_write_text(Path(cell_dir) / STATUS_FILE, json.dumps(status, indent=2, sort_keys=True, default=str) + "\n",
+                      fsync=False)
 
 
 def _maybe_alive(record: dict) -> bool:

@@ -28,14 +28,10 @@ die() { echo "oar-up: ERROR: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "must run as root (it installs packages and starts daemons)"
 mkdir -p "$LAB/run" "$LAB/shims"
 
-wait_for() {  # what, command...: every 0.2 s up to READY_TIMEOUT_S
-    local what="$1"; shift
-    local deadline=$(( $(date +%s) + READY_TIMEOUT_S ))
-    until "$@" >/dev/null 2>&1; do
-        [ "$(date +%s)" -lt "$deadline" ] || die "$what not ready after ${READY_TIMEOUT_S}s (see /var/log/oar.log)"
-        sleep 0.2
-    done
-}
+LOG_HINT="see /var/log/oar.log"
+# shellcheck source=common.sh
+. "$HERE/common.sh"
+
 tcp_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 live_pid() {  # pidfile, expected substring of the command line
     local pid
@@ -47,23 +43,7 @@ mark_started() { grep -qx "$1" "$LAB/run/started-by-us" 2>/dev/null || echo "$1"
 # --- packages -----------------------------------------------------------------
 # python3.11: Debian's interpreter, which the unprivileged job user can run (tests/test_oar_server.py).
 PACKAGES="oar-server oar-server-pgsql oar-node oar-user oar-user-pgsql postgresql python3.11"
-missing=""
-for p in $PACKAGES; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-    say "installing$missing"
-    made_policy=""
-    if [ ! -e /usr/sbin/policy-rc.d ]; then  # postinst scripts must not start daemons
-        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && made_policy=1
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=300 $PACKAGES >/dev/null \
-        || { apt-get update -o DPkg::Lock::Timeout=300 >/dev/null && \
-             apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=300 $PACKAGES >/dev/null; } \
-        || { [ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d; die "apt-get install failed"; }
-    [ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d
-fi
+install_packages $PACKAGES
 
 # --- oar.conf: safety first ------------------------------------------------------
 [ -f "$CONF" ] || die "$CONF missing after install"

@@ -21,15 +21,9 @@ die() { echo "slurm-up: ERROR: $*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "must run as root (it installs packages and starts daemons)"
 
-# Wait for a condition (a command) every 0.2 s, up to READY_TIMEOUT_S.
-wait_for() {
-    local what="$1"; shift
-    local deadline=$(( $(date +%s) + READY_TIMEOUT_S ))
-    until "$@" >/dev/null 2>&1; do
-        [ "$(date +%s)" -lt "$deadline" ] || die "$what not ready after ${READY_TIMEOUT_S}s (logs in $LAB/log)"
-        sleep 0.2
-    done
-}
+LOG_HINT="logs in $LAB/log"
+# shellcheck source=common.sh
+. "$HERE/common.sh"
 
 # A pid from a pid file that is alive and runs the expected program.
 live_pid() {  # file comm
@@ -42,23 +36,7 @@ mark_started() { echo "$1" >> "$LAB/run/started-by-us"; }
 
 # --- packages -----------------------------------------------------------------
 PACKAGES="slurmctld slurmd slurm-client munge slurmdbd mariadb-server"
-missing=""
-for p in $PACKAGES; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-    say "installing$missing"
-    made_policy=""
-    if [ ! -e /usr/sbin/policy-rc.d ]; then  # postinst scripts must not start daemons (no init, no config)
-        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && made_policy=1
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=300 $PACKAGES >/dev/null \
-        || { apt-get update -o DPkg::Lock::Timeout=300 >/dev/null && \
-             apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=300 $PACKAGES >/dev/null; } \
-        || { [ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d; die "apt-get install failed"; }
-    [ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d
-fi
+install_packages $PACKAGES
 
 # --- folders and configuration ------------------------------------------------
 install -d -m 755 "$LAB" "$LAB/state" "$LAB/spool" "$LAB/log" "$LAB/run"
