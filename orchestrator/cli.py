@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections import Counter
 from pathlib import Path
 
 from orchestrator import __version__
 from orchestrator.errors import UserError
+from orchestrator.names import resolve_campaign
 
 
 def _table(rows: list, columns: list) -> str:
@@ -60,30 +62,57 @@ def cmd_sweep(args) -> int:
 
         collected = collect(outcome.campaign.root)
         print(f"results: {outcome.campaign.root / 'results.csv'} ({len(collected.results)} cells)")
+        print(sweep_summary(collected, outcome.campaign.root))
     return outcome.exit_code
+
+
+def sweep_summary(collected, root) -> str:
+    """The sweep's closing lines: cells by state, the notes that qualify the numbers, the command to run next."""
+    states = Counter(collected.results["state"]) if len(collected.results) else Counter()
+    lines = ["summary: " + (", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no cells")]
+    lines += [f"note: {note}" for note in collected.notes]
+    lines += [f"problem: {problem}" for problem in collected.problems]
+    lines.append(f"next: benchmark-tracker report {root}")
+    return "\n".join(lines)
 
 
 def cmd_collect(args) -> int:
     from orchestrator.collect import collect
 
-    collected = collect(Path(args.campaign), pue=args.pue, carbon_intensity_g_per_kwh=args.carbon_intensity)
+    root = resolve_campaign(args.campaign)
+    collected = collect(root, pue=args.pue, carbon_intensity_g_per_kwh=args.carbon_intensity,
+                        include_invalid=args.include_invalid)
     states = Counter(collected.results["state"]) if len(collected.results) else Counter()
-    print(f"{args.campaign}: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
+    print(f"{root}: " + (", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no cells"))
+    if collected.factors:
+        f = collected.factors
+        print(f"factors: PUE {f['pue']}, carbon intensity {f['carbon_intensity_g_per_kwh']} g/kWh "
+              f"({f['factor_source']})")
     for problem in collected.problems:
         print(f"problem: {problem}", file=sys.stderr)
+    for note in collected.notes:
+        print(f"note: {note}")
     if len(collected.summary):
-        columns = ["test", "subtest", "phase", "node_type", "n", "throughput_samples_per_s_mean",
-                   "energy_per_sample_j_mean", "energy_kind"]
+        columns = [c for c in ("test", "subtest", "phase", "node_type", "n", "throughput_mean",
+                               "energy_per_sample_j_mean", "energy_kind") if c in collected.summary]
         print(collected.summary[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    print(f"wrote results.csv, results.parquet, summary.csv in {args.campaign}")
-    return 0
+    print(f"wrote results.csv, results.parquet, summary.csv in {root}")
+    print(f"next: benchmark-tracker report {root}")
+    return 1 if collected.problems else 0
 
 
 def cmd_status(args) -> int:
     from orchestrator import follow
     from orchestrator.store import Campaign
 
-    campaign = Campaign(Path(args.campaign))
+    campaign = Campaign(Path(resolve_campaign(args.campaign)))
+    if getattr(args, "json", False) or args.verbose:
+        from orchestrator.overview import campaign_overview, overview_lines
+
+        follow.refresh(campaign)
+        overview = campaign_overview(campaign.root)
+        print(json.dumps(overview, indent=2) if args.json else "\n".join(overview_lines(overview, verbose=True)))
+        return 0
     statuses = {}  # read once, shared by the refresh and the counts
     _, cells = follow.refresh(campaign, statuses)
     for node_type, counts in sorted(follow.counts_by_node_type(campaign, cells, statuses).items()):
@@ -102,14 +131,14 @@ def cmd_wait(args) -> int:
     from orchestrator import follow
     from orchestrator.store import Campaign
 
-    return follow.wait(Campaign(Path(args.campaign)), poll_s=args.poll, timeout_s=args.timeout)
+    return follow.wait(Campaign(Path(resolve_campaign(args.campaign))), poll_s=args.poll, timeout_s=args.timeout)
 
 
 def cmd_cancel(args) -> int:
     from orchestrator import follow
     from orchestrator.store import Campaign
 
-    count = follow.cancel(Campaign(Path(args.campaign)))
+    count = follow.cancel(Campaign(Path(resolve_campaign(args.campaign))))
     print(f"cancelled {count} open cell(s) of {args.campaign}")
     return 0
 
@@ -150,7 +179,14 @@ def cmd_catalog(args) -> int:
 def cmd_report(args) -> int:
     from orchestrator.report import make_report
 
-    report = make_report(args.campaign, Path(args.out) if args.out else None, include_pue=args.include_pue)
+    campaign = resolve_campaign(args.campaign, allow_reference=True)
+    report = make_report(campaign, Path(args.out) if args.out else None, include_pue=args.include_pue,
+                         tests=args.tests, phases=args.phases, node_types=args.node_types,
+                         work_samples=args.work_samples, include_invalid=args.include_invalid)
+    for problem in report.problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    for line in report.factors:
+        print(line)
     print(f"report: {report.html}")
     print(f"tables: {len(report.tables)} files in {report.html.parent / 'tables'}; "
           f"figures: {len(report.figures)} files in {report.html.parent / 'figures'}")
@@ -161,16 +197,20 @@ def cmd_compare(args) -> int:
     from orchestrator.compare import compare, to_markdown
     from orchestrator.results import load_campaign
 
+    def load(ref, node_type=None):
+        return load_campaign(resolve_campaign(ref, allow_reference=True, allow_node_type=True), node_type,
+                             include_invalid=args.include_invalid)
+
     if args.node_types:
         if args.b is not None:
             raise UserError("give one campaign with --node-types, or two campaigns A B")
-        a, b = load_campaign(args.a, args.node_types[0]), load_campaign(args.a, args.node_types[1])
+        a, b = load(args.a, args.node_types[0]), load(args.a, args.node_types[1])
     elif args.b is None:
         raise UserError("compare needs two campaigns (A B), or one campaign and --node-types X Y")
     else:
-        a, b = load_campaign(args.a), load_campaign(args.b)
-    table = compare(a, b, metrics=args.metrics) if args.metrics else compare(a, b)
-    text = to_markdown(table, a.name, b.name)
+        a, b = load(args.a), load(args.b)
+    table = compare(a, b, metrics=args.metrics or DEFAULT_COMPARE_METRICS(), allow_different=args.allow_different or ())
+    text = to_markdown(table, a, b, include_invalid=args.include_invalid)
     print(text, end="")
     if args.csv:
         table.to_csv(args.csv, index=False)
@@ -181,10 +221,16 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def DEFAULT_COMPARE_METRICS():  # noqa: N802 - a constant, imported late (pandas/scipy)
+    from orchestrator.compare import DEFAULT_METRICS
+
+    return DEFAULT_METRICS
+
+
 def cmd_baseline(args) -> int:
     from orchestrator.regress import DEFAULT_METRICS, promote
 
-    added = promote(args.campaign, Path(args.references), metrics=args.metrics or DEFAULT_METRICS,
+    added = promote(resolve_campaign(args.campaign), Path(args.references), metrics=args.metrics or DEFAULT_METRICS,
                     band=args.band, unbounded_good=args.unbounded_good)
     for (node_type, test, phase, metric), (value, lower, upper) in sorted(added.items()):
         print(f"{node_type} {test} {phase} {metric}: {value:.4g} (lower {lower}, upper {upper})")
@@ -197,7 +243,8 @@ def cmd_nightly(args) -> int:
 
     verdict, junit, summary = nightly(args.sweep, Path(args.references), Path(args.output),
                                       metrics=args.metrics or DEFAULT_METRICS,
-                                      campaign=Path(args.campaign) if args.campaign else None)
+                                      campaign=Path(resolve_campaign(args.campaign)) if args.campaign else None,
+                                      include_invalid=args.include_invalid)
     print(summary.read_text(encoding="utf-8"), end="")
     print(f"wrote {junit} and {summary}")
     return verdict.exit_code
@@ -222,14 +269,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("collect", help="build results.csv/.parquet and summary.csv for a campaign")
     p.add_argument("campaign", help="a campaign folder, e.g. results/smoke")
-    p.add_argument("--pue", type=float, help="recompute CO2 with this PUE (raw energy is unchanged)")
+    p.add_argument("--pue", type=float, help="recompute CO2 with this PUE (>= 1; raw energy is unchanged)")
     p.add_argument("--carbon-intensity", type=float, metavar="G_PER_KWH",
-                   help="recompute CO2 with this carbon intensity")
+                   help="recompute CO2 with this carbon intensity (>= 0); both are kept for later collects")
+    p.add_argument("--include-invalid", action="store_true",
+                   help="keep cells whose energy reading is marked invalid in summary.csv")
     p.set_defaults(func=cmd_collect)
 
     p = verbs.add_parser("status", help="count a campaign's cells by state and node type")
     p.add_argument("campaign")
-    p.add_argument("-v", "--verbose", action="store_true", help="list failed cells with their reasons")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="list failed cells with their reasons, and the meter notes (why a number is an estimate)")
+    p.add_argument("--json", action="store_true", help="machine-readable: counts, failures, notes, problems")
     p.set_defaults(func=cmd_status)
 
     p = verbs.add_parser("wait", help="follow a campaign until every cell is final (exit 1 if any failed)")
@@ -250,7 +301,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("report", help="HTML report, paper-style tables and figures for a campaign")
     p.add_argument("campaign", help="a campaign folder, or a built-in reference (chifflet-2022)")
     p.add_argument("--out", help="output folder (default: <campaign>/report)")
-    p.add_argument("--include-pue", action="store_true", help="EC in Tables 2/3 includes PUE, as the paper's")
+    p.add_argument("--include-pue", action="store_true",
+                   help="EC in Tables 2/3 and Fig. 2 include PUE, as the paper's")
+    p.add_argument("--work-samples", type=_positive_int, metavar="N",
+                   help="Tables 2/3 and Figs 2/3 per N samples of work (default: each sub-test's nominal work, "
+                        "22 iterations x its batch)")
+    p.add_argument("--tests", nargs="+", metavar="TEST", help="only these tests (e.g. the paper's 7)")
+    p.add_argument("--phases", nargs="+", choices=("inference", "training"), help="only these phases")
+    p.add_argument("--node-types", nargs="+", metavar="NODE_TYPE", help="only these node types")
+    p.add_argument("--include-invalid", action="store_true", help="keep cells whose energy is marked invalid")
     p.set_defaults(func=cmd_report)
 
     p = verbs.add_parser("compare", help="ratios B/A of time, energy and J/sample with CIs and Welch's test")
@@ -261,14 +320,18 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "energy_per_sample_j)")
     p.add_argument("--csv", help="also write the comparison as CSV")
     p.add_argument("--markdown", help="also write the comparison as Markdown")
+    p.add_argument("--allow-different", nargs="+", metavar="KEY", default=[],
+                   help="compare rows whose workload differs in these keys (batch_size input_shape precision "
+                        "execution backend); otherwise they are `not comparable`")
+    p.add_argument("--include-invalid", action="store_true", help="keep cells whose energy is marked invalid")
     p.set_defaults(func=cmd_compare)
 
     p = verbs.add_parser("baseline", help="promote a campaign's means to nightly references")
     p.add_argument("campaign")
     p.add_argument("--references", default="references/nightly.yaml", help="file to update (merged)")
     p.add_argument("--metrics", nargs="+", help="metrics (default: throughput energy_per_sample_j)")
-    p.add_argument("--band", type=float, help="relative tolerance either side (default per metric, "
-                                              "never tighter than 2 run-to-run SDs)")
+    p.add_argument("--band", type=float, help="relative tolerance either side, written as given (refused when "
+                                              "tighter than 2 run-to-run SDs); default per metric, widened to 2 SDs")
     p.add_argument("--unbounded-good", action="store_true", help="no bound on the good side (no improvement flag)")
     p.set_defaults(func=cmd_baseline)
 
@@ -278,17 +341,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="results/nightly", help="runs, history/ and the latest verdict go here")
     p.add_argument("--campaign", help="judge this collected campaign instead of running the sweep")
     p.add_argument("--metrics", nargs="+", help="metrics judged (default: throughput energy_per_sample_j)")
+    p.add_argument("--include-invalid", action="store_true", help="judge cells whose energy is marked invalid")
     p.set_defaults(func=cmd_nightly)
     return parser
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} is not positive")
+    return value
+
+
 def main(argv: list | None = None) -> int:
+    # TensorFlow's C++ start-up lines (oneDNN, cuda factories, CPU feature guard) stay out of the console and of
+    # the jobs' logs (jobs inherit the environment); a user's own setting wins.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `benchmark-tracker ... | head`: the reader left. Point stdout at /dev/null so the interpreter's
+        # final flush does not raise again, and end quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -11,9 +11,10 @@ reads offline; next to it, the tables (Markdown, LaTeX, CSV) and figures
 """
 from __future__ import annotations
 
+import io
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,13 +22,18 @@ import jinja2
 import pandas as pd
 
 from orchestrator import __version__
-from orchestrator.collect import DOMAINS
+from orchestrator import safeio
+from orchestrator.collect import DOMAINS, campaign_notes, factors_in_use
 from orchestrator.errors import UserError
-from orchestrator.figures import build_figures, close_all, write_figures
-from orchestrator.results import CampaignData, load_campaign, source_label
+from orchestrator.figures import build_figures, close_all, trace_figure, write_figures
+from orchestrator.results import CampaignData, load_campaign, select, source_label
 from orchestrator.tables import build_tables, write_tables
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+TRACE_FILE = "trace.parquet"
+MAX_TRACES = 4  # one per (test, phase) at most: a report, not a dump
 
 
 @dataclass
@@ -35,6 +41,8 @@ class Report:
     html: Path
     tables: list
     figures: list
+    problems: list = field(default_factory=list)
+    factors: list = field(default_factory=list)  # lines for the console: the factors in use
 
 
 def inline_svg(path: Path) -> str:
@@ -89,23 +97,61 @@ def _summary(data: CampaignData) -> list:
             rows.append(("low-confidence energy", f"{flagged} cell(s): window shorter than the meter needs"))
         rows.append(("PUE", _join(f"{p:g}" for p in stats["pue"].dropna())))
         rows.append(("carbon intensity (g/kWh)", _join(f"{p:g}" for p in stats["carbon_intensity_g_per_kwh"].dropna())))
+        if data.results is not None and len(data.results):
+            rows.append(("factor source", factors_in_use(data.results).get("factor_source", "unknown")))
+        invalid = int(stats.get("invalid_cells", pd.Series(dtype=float)).fillna(0).sum())
+        if invalid:
+            rows.append(("invalid energy", f"{invalid} cell(s) left out of every table and figure"))
     return rows
+
+
+def trace_figures(data: CampaignData) -> dict:
+    """Power traces of a few done cells that recorded meter samples (cells/<id>/trace.parquet)."""
+    figures = {}
+    results = data.results
+    if data.root is None or results is None or "cell_id" not in results:
+        return figures
+    done = results[results["state"] == "done"] if "state" in results else results
+    seen = set()
+    for rec in done.to_dict("records"):
+        key = (rec.get("test"), rec.get("phase"), rec.get("node_type"))
+        if key in seen or len(figures) >= MAX_TRACES:
+            continue
+        try:
+            trace = pd.read_parquet(io.BytesIO(safeio.read_bytes(data.root / "cells" / str(rec["cell_id"]) /
+                                                                 TRACE_FILE)))
+        except FileNotFoundError:
+            continue
+        except Exception as exc:  # noqa: BLE001 - a damaged trace is a problem, not a crash
+            data.problems.append(f"{rec['cell_id']}: {TRACE_FILE} unreadable ({type(exc).__name__})")
+            continue
+        window = (rec.get("window_start_unix"), rec.get("window_end_unix"))
+        title = f"{rec.get('test')} {rec.get('subtest')} {rec.get('phase')}, {rec.get('node_type')}"
+        sources = "; ".join(str(rec.get(f"energy_{d}_source")) for d in DOMAINS if rec.get(f"energy_{d}_source"))
+        fig = trace_figure(trace, title, window, sources)
+        if fig is not None:
+            seen.add(key)
+            figures[f"trace_{rec['cell_id']}"] = fig
+    return figures
 
 
 def render_html(data: CampaignData, tables: list, svg_figures: list) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     labels = sorted(set(data.stats["energy_label"].dropna())) if len(data.stats) else []
+    why = campaign_notes(data.results) if data.results is not None else []
     return env.get_template("report.html.j2").render(
         title=f"Benchmark report: {data.name}" + (" (historical)" if data.historical else ""),
         generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), tool_version=__version__,
         historical=data.historical, notes=data.notes, energy_labels=labels or ["no energy data"],
-        summary=_summary(data), tables=[t.html() for t in tables], figures=svg_figures,
-        sweep_text=data.sweep_text, **provenance(data))
+        summary=_summary(data), tables=[t.html() for t in tables], figures=svg_figures, why=why,
+        problems=data.problems, sweep_text=data.sweep_text, **provenance(data))
 
 
-def make_report(campaign: str | Path, out: Path | None = None, include_pue: bool = False) -> Report:
-    data = load_campaign(campaign)
+def make_report(campaign: str | Path, out: Path | None = None, include_pue: bool = False, tests=None, phases=None,
+                node_types=None, work_samples: int | None = None, include_invalid: bool = False) -> Report:
+    data = select(load_campaign(campaign, include_invalid=include_invalid, work_samples=work_samples),
+                  tests, phases, node_types)
     if out is None:
         if data.root is None:
             raise UserError(f"{campaign} is a built-in reference: give an output folder (--out)")
@@ -113,17 +159,24 @@ def make_report(campaign: str | Path, out: Path | None = None, include_pue: bool
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tables = build_tables(data.stats, data.name, include_pue=include_pue,
-                          notes=data.notes if data.historical else [])
+                          notes=data.notes if data.historical else [], work_samples=work_samples)
     table_paths = write_tables(tables, out / "tables")
-    figures = build_figures(data.stats)
+    figures = build_figures(data.stats, include_pue=include_pue, work_samples=work_samples)
+    figures.update(trace_figures(data))
+    captions = {name: getattr(fig, "caption", name) for name, fig in figures.items()}
     try:
         figure_paths = write_figures(figures, out / "figures")
     finally:
         close_all(figures)
-    svgs = [{"name": p.stem, "svg": inline_svg(p)} for p in figure_paths if p.suffix == ".svg"]
+    svgs = [{"name": p.stem, "svg": inline_svg(p), "caption": captions.get(p.stem, p.stem)}
+            for p in figure_paths if p.suffix == ".svg"]
     html = render_html(data, tables, svgs)
     if re.search(r"""(src|href)\s*=\s*["'](?!#|data:)""", html):
         raise RuntimeError("report would reference an external resource")  # self-contained, by construction
     path = out / "report.html"
     path.write_text(html, encoding="utf-8")
-    return Report(path, table_paths, figure_paths)
+    factors = []
+    if len(data.stats):
+        factors.append("factors: PUE " + _join(f"{p:g}" for p in data.stats["pue"].dropna()) + ", carbon intensity "
+                       + _join(f"{p:g}" for p in data.stats["carbon_intensity_g_per_kwh"].dropna()) + " g/kWh")
+    return Report(path, table_paths, figure_paths, list(data.problems), factors)
