@@ -238,7 +238,7 @@ def trace_figure(trace: pd.DataFrame, title: str, window: tuple | None = None, s
     return fig
 
 
-def build_figures(stats: pd.DataFrame, include_pue: bool = False, work_samples: int | None = None) -> dict:
+def build_figures(stats: pd.DataFrame, include_pue: bool = False) -> dict:
     """name -> Figure, for whatever the data supports (missing metrics give no figure).
 
     Fig. 2 and 3 use the same work and the same PUE choice as Tables 2/3.
@@ -255,7 +255,7 @@ def build_figures(stats: pd.DataFrame, include_pue: bool = False, work_samples: 
         suffix = f"_{node_type}" if len(node_types) > 1 else ""
         where = f", {node_type}"
         historical = bool(len(data)) and (data["energy_kind"] == "historical").all()
-        work = work_caption(data, work_samples)
+        work = work_caption(data)
         if historical:
             energy_metric = "facility_energy_kwh" if include_pue else "energy_kwh"
             fig2 = bar_chart(data, "training", energy_metric, f"Training: window energy ({pue}){where}",

@@ -90,7 +90,7 @@ def log_ratio_test(mean_a, sd_a, n_a, mean_b, sd_b, n_b) -> dict:
     log_ratio = math.log(ratio)
     if var == 0:
         out.update(low=ratio, high=ratio, df=math.inf, t=math.copysign(math.inf, log_ratio) if log_ratio else math.nan,
-                   p=0.0 if log_ratio else 1.0)
+                   p=0.0 if log_ratio else math.nan)  # identical constant sides: no test, no difference
         return out
     df = var ** 2 / (rel_a ** 2 / (n_a - 1) + rel_b ** 2 / (n_b - 1))
     se = math.sqrt(var)

@@ -159,9 +159,9 @@ def make_report(campaign: str | Path, out: Path | None = None, include_pue: bool
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tables = build_tables(data.stats, data.name, include_pue=include_pue,
-                          notes=data.notes if data.historical else [], work_samples=work_samples)
+                          notes=data.notes if data.historical else [])
     table_paths = write_tables(tables, out / "tables")
-    figures = build_figures(data.stats, include_pue=include_pue, work_samples=work_samples)
+    figures = build_figures(data.stats, include_pue=include_pue)
     figures.update(trace_figures(data))
     captions = {name: getattr(fig, "caption", name) for name, fig in figures.items()}
     try:

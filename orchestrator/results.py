@@ -191,9 +191,9 @@ def aggregate(results: pd.DataFrame, include_invalid: bool = False, work_samples
     for key, group in cells.groupby(GROUP_KEYS, dropna=False, sort=True):
         row = dict(zip(GROUP_KEYS, key))
         ok = done.loc[done.index.intersection(group.index)]
-        invalid = int((~valid.loc[ok.index]).sum())
+        invalid = int((~valid.loc[ok.index].astype(bool)).sum())
         if not include_invalid:
-            ok = ok[valid.loc[ok.index]]
+            ok = ok.loc[valid.loc[ok.index].astype(bool).to_numpy()]
         row["cells"] = len(group)
         row["cells_done"] = row["n"] = len(ok)
         row["invalid_cells"] = invalid
@@ -218,6 +218,7 @@ def aggregate(results: pd.DataFrame, include_invalid: bool = False, work_samples
                 if setting in ok else []
             row[f"{setting}_setting"] = ";".join(values) or None
         row["work_samples"] = _unique(ok, "work_samples")
+        row["work_basis"] = "nominal" if work_samples is None else int(work_samples)
         sources = {}
         for domain in DOMAINS:
             column = f"energy_{domain}_source"

@@ -154,15 +154,16 @@ def _pue_note(stats: pd.DataFrame, include_pue: bool) -> str:
     return f"EC excludes PUE (so do the figures); CE applies PUE ({shown}) and the carbon intensity."
 
 
-def work_caption(stats: pd.DataFrame, work_samples: int | None) -> str:
-    """Which work EC and D refer to, for captions: never left implicit."""
-    if work_samples is not None:
-        return f"per {work_samples:,} samples of work"
+def work_caption(stats: pd.DataFrame) -> str:
+    """Which work EC and D refer to (the stats' `work_basis`, set by aggregate), for captions."""
+    bases = set(stats.get("work_basis", pd.Series(dtype=object)).dropna())
+    fixed = [b for b in bases if b != "nominal"]
+    if fixed and len(bases) == 1:
+        return f"per {int(fixed[0]):,} samples of work"
     return "per nominal work of each sub-test (22 iterations x its batch)"
 
 
-def paper_table(stats: pd.DataFrame, phase: str, include_pue: bool = False, campaign: str = "",
-                work_samples: int | None = None) -> Table:
+def paper_table(stats: pd.DataFrame, phase: str, include_pue: bool = False, campaign: str = "") -> Table:
     """The seed paper's Table 2 (inference) or Table 3 (training) layout, normalised to work."""
     data = stats[stats["phase"] == phase].reset_index(drop=True)
     number = 2 if phase == "inference" else 3
@@ -185,7 +186,7 @@ def paper_table(stats: pd.DataFrame, phase: str, include_pue: bool = False, camp
                    Column("EC (kWh)", energy_field, True), Column("CE (kgCO2eq)", "work_co2_kg", True),
                    Column("D (s)", "work_duration_s", True), Column("Flags", "_flags"),
                    Column("Energy source", "energy_label")]
-        what = work_caption(data, work_samples)
+        what = work_caption(data)
         notes = [interval, _pue_note(data, include_pue),
                  f"EC and D are {what}: EC = J/sample x samples, D = samples / throughput, from steady-state "
                  "windows; the window energy itself is in the results table (energy_total_j)."]
@@ -216,9 +217,8 @@ def efficiency_table(stats: pd.DataFrame, campaign: str = "") -> Table:
     return Table("efficiency", caption, columns, stats.reset_index(drop=True), notes, caption=caption)
 
 
-def build_tables(stats: pd.DataFrame, campaign: str = "", include_pue: bool = False, notes: list = (),
-                 work_samples: int | None = None) -> list:
-    tables = [paper_table(stats, phase, include_pue, campaign, work_samples) for phase in ("inference", "training")
+def build_tables(stats: pd.DataFrame, campaign: str = "", include_pue: bool = False, notes: list = ()) -> list:
+    tables = [paper_table(stats, phase, include_pue, campaign) for phase in ("inference", "training")
               if (stats.get("phase") == phase).any()]
     tables.append(efficiency_table(stats, campaign))
     for table in tables:
