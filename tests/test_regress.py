@@ -62,11 +62,14 @@ def _junit(path):
 def test_promote_writes_bands_never_tighter_than_the_ci(setup):
     _, _, refs = setup
     doc = yaml.safe_load(refs.read_text())
-    value, lower, upper = doc["references"]["alpha"]["mobilenet_v2"]["inference"]["energy_per_sample_j"]
+    [entry] = doc["references"]["alpha"]["mobilenet_v2"]["inference"]
+    assert entry["workload"] == {"batch_size": 8, "input_shape": "32x32x3", "precision": "fp32",
+                                 "execution": "graph", "backend": "tensorflow"}
+    value, lower, upper = entry["energy_per_sample_j"]
     assert value == pytest.approx(0.11)
     # energies 100/110/120 J: 2 SDs are 18.2 % of the mean, wider than the 15 % default
     assert upper == pytest.approx(0.1818, abs=1e-3) and lower == -upper
-    value, lower, upper = doc["references"]["alpha"]["mobilenet_v2"]["inference"]["throughput"]
+    value, lower, upper = entry["throughput"]
     assert (value, lower, upper) == (pytest.approx(100.0), -0.1, 0.1)
 
 
@@ -158,7 +161,8 @@ def test_sweep_that_cannot_run_is_broken(tmp_path):
 
 def test_history_median_and_append_only(tmp_path):
     history = tmp_path / "history"
-    no_refs = tmp_path / "none.yaml"
+    no_refs = tmp_path / "refs.yaml"
+    promote(syn.campaign(tmp_path / "ref", node_types=("alpha",)), no_refs, band=0.3)
     for night, scale in enumerate((1.0, 1.02, 0.98)):
         camp = syn.campaign(tmp_path / f"n{night}", node_types=("alpha",), samples_scale=scale)
         verdict = evaluate(camp, no_refs, history, run_id=f"2026010{night}T000000Z")
@@ -173,8 +177,9 @@ def test_history_median_and_append_only(tmp_path):
     bad = [c for c in verdict.of("history") if c.status == "regression"]
     assert bad and "median" in bad[0].message and "-25.0%" in bad[0].message
     assert len(list(history.glob("*.parquet"))) == 4 and files[0].read_bytes() == first
-    with pytest.raises(UserError, match="append-only"):
-        evaluate(slow, no_refs, history, run_id="20260104T000000Z")
+    with pytest.raises(UserError, match="append-only"):  # another campaign under an existing run id
+        evaluate(syn.campaign(tmp_path / "other", node_types=("alpha",)), no_refs, history,
+                 run_id="20260104T000000Z")
     # a broken run is recorded but never enters the median
     rows = syn.rows(node_types=("alpha",), samples_scale=0.1)
     rows[0] = {**rows[0], "state": "failed"}
@@ -185,13 +190,82 @@ def test_history_median_and_append_only(tmp_path):
     assert again.exit_code == EXIT_OK
 
 
+def test_a_campaign_is_recorded_once_and_never_its_own_history(tmp_path):
+    history, refs = tmp_path / "history", tmp_path / "refs.yaml"
+    camp = syn.campaign(tmp_path / "c", node_types=("alpha",))
+    promote(camp, refs)
+    for night in range(4):  # judging the same campaign again and again
+        verdict = evaluate(camp, refs, history, run_id=f"2026010{night}T000000Z")
+    assert len(list(history.glob("*.parquet"))) == 1
+    assert any("already in the history" in n for n in verdict.notes)
+    assert {c.status for c in verdict.of("history")} == {"skipped"}  # its own run is not history: 0 earlier runs
+    assert "0 earlier valid run(s)" in verdict.of("history")[0].message
+
+
 def test_baseline_cli_merges(setup, capsys):
     out, good, refs = setup
     beta = syn.campaign(out / "beta", node_types=("beta",))
-    assert main(["baseline", str(beta), "--references", str(refs), "--metrics", "energy_j", "--band", "0.05",
+    before = refs.read_text()
+    # energies 50/55/60 J: 2 SDs are ±18 %; a ±5 % band would fail the campaign it came from
+    assert main(["baseline", str(beta), "--references", str(refs), "--metrics", "energy_j", "--band", "0.05"]) == 2
+    assert "tighter than this campaign's own run-to-run spread" in capsys.readouterr().err
+    assert refs.read_text() == before  # nothing written
+    assert main(["baseline", str(beta), "--references", str(refs), "--metrics", "energy_j", "--band", "0.25",
                  "--unbounded-good"]) == 0
     doc = yaml.safe_load(refs.read_text())
     assert set(doc["references"]) == {"alpha", "beta"}  # alpha kept, beta added
-    value, lower, upper = doc["references"]["beta"]["mobilenet_v2"]["inference"]["energy_j"]
-    assert value == pytest.approx(55.0) and lower is None and upper > 0.05
+    value, lower, upper = doc["references"]["beta"]["mobilenet_v2"]["inference"][0]["energy_j"]
+    assert value == pytest.approx(55.0) and lower is None and upper == 0.25  # the band asked for
     assert "wrote 4 reference(s)" in capsys.readouterr().out
+
+
+def test_missing_references_stop_the_nightly_before_it_runs(tmp_path, capsys):
+    out = tmp_path / "n"
+    code = main(["nightly", "--sweep", "nightly", "--references", str(tmp_path / "nonexistent.yaml"),
+                 "--output", str(out)])
+    assert code == EXIT_BROKEN
+    assert not (out / "runs").exists()  # nothing ran
+    assert "does not exist" in (out / "nightly-summary.md").read_text()
+    (tmp_path / "garbled.yaml").write_bytes(b"references: [\xff")
+    assert main(["nightly", "--references", str(tmp_path / "garbled.yaml"), "--output", str(out)]) == EXIT_BROKEN
+    assert not (out / "runs").exists()
+
+
+def test_references_are_keyed_by_workload(setup):
+    out, _, refs = setup
+    bigger = syn.write_campaign(out / "96", [{**r, "input_shape": "96x96x3"} for r in syn.rows(node_types=("alpha",))])
+    verdict = evaluate(bigger, refs, None)
+    assert verdict.exit_code == EXIT_BROKEN and verdict.word == "no reference"  # never "ok"
+    missing = [c for c in verdict.of("references") if c.status == "no reference"]
+    assert len(missing) == 8 and "input_shape 32x32x3 in the reference, 96x96x3 here" in missing[0].message
+
+
+def test_no_reference_is_not_ok(setup):
+    out, good, _ = setup
+    empty = out / "empty.yaml"
+    empty.write_text("references: {}\n")
+    verdict, junit, summary = nightly("unused", empty, out / "nightly", campaign=good)
+    assert verdict.exit_code == EXIT_BROKEN
+    assert "no reference (exit 2)" in summary.read_text()
+    assert _junit(junit)["references"].get("errors") == "8"
+
+
+def test_old_references_without_workload_match_nothing(setup):
+    out, good, _ = setup
+    old = out / "old.yaml"
+    old.write_text(yaml.safe_dump({"references": {"alpha": {"mobilenet_v2": {"inference": {
+        "throughput": [100.0, -0.1, 0.1]}}}}}))
+    verdict = evaluate(good, old, None)
+    messages = [c.message for c in verdict.of("references") if "mobilenet_v2 1.1 inference throughput" in c.name]
+    assert verdict.exit_code == EXIT_BROKEN and "re-baseline" in messages[0]
+
+
+def test_invalid_cells_are_left_out_of_the_nightly_and_counted(setup):
+    out, _, refs = setup
+    rows = syn.rows(node_types=("alpha",))
+    rows[0] = {**rows[0], "energy_valid": False, "energy_per_sample_j": 99.0}
+    verdict = evaluate(syn.write_campaign(out / "inv", rows), refs, None)
+    assert verdict.exit_code == EXIT_OK
+    assert any("1 cell(s) with an invalid energy reading left out" in c.message for c in verdict.of("sanity"))
+    assert evaluate(syn.write_campaign(out / "inv2", rows), refs, None, include_invalid=True).exit_code \
+        == EXIT_REGRESSION
