@@ -21,7 +21,7 @@ from orchestrator.launchers import pick_launcher
 from orchestrator.matrix import expand, max_repetitions
 from orchestrator.nodes import energy_factors, node_types
 from orchestrator.precision import group_key, metric_value, needs_more, order_round, relative_half_width
-from orchestrator.progress import Progress
+from orchestrator.progress import Progress, cell_estimate_s
 from orchestrator.spec import load_sweep
 from orchestrator.store import Campaign, check_writable
 
@@ -127,7 +127,9 @@ def run_sweep(sweep_arg: str, output: str | None = None, rerun_failed: bool = Fa
             in_flight = [c for c in expansion.cells if campaign.status(c.id)["state"] in ("submitted", "running")]
             if in_flight:
                 launcher.refresh(campaign, in_flight)
-        progress = Progress(0, progress_stream)
+        planned = select_cells(campaign, expansion.cells, rerun_failed, force, skip_in_flight=not launcher.blocking)[0]
+        progress = Progress(0, progress_stream, expected=len(planned),
+                            cell_estimate=cell_estimate_s(planned, sweep.energy.idle_s, sweep.energy.idle_reuse_s))
         ran, skipped_done, skipped_failed, interrupted = [], 0, 0, False
         try:
             for round_index in range(max_repetitions(sweep)):

@@ -85,7 +85,7 @@ class LocalLauncher(Launcher):
         campaign.set_aside_outputs(cell.id, attempt - 1)
         env = dict(os.environ, PYTHONUNBUFFERED="1",
                    PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-        progress.start(cell.label)
+        progress.start(cell.label, folder)
         # Before the start, so the job's own "running" (with its pid) always comes after.
         update_status(folder, "submitted", attempts=attempt, launcher=self.name, host=socket.gethostname())
         with open(folder / LOG_FILE, "ab") as log:

@@ -59,7 +59,9 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     assert dom.returncode == 0, dom.stderr[-3000:]
     html = dom.stdout
     assert "Benchmark report: synthetic" in html
-    assert "Table 2: inference, synthetic" in html and "Throughput and energy efficiency, synthetic" in html
+    assert "Table 2: Inference: EC, CE and D per nominal work" in html
+    assert "Throughput and energy efficiency, synthetic" in html
     assert "estimated: codecarbon load model" in html and "measured:" not in html
     assert html.count("<svg") == 4 and "fig1_inference_energy_per_sample" in html
+    assert "Fig. 1: inference energy per sample" in html  # a real caption under the figure
     assert 'id="meters"' in html and "alpha-1" in html and "Test CPU 9000" in html
