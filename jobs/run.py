@@ -49,6 +49,10 @@ def main(argv: list | None = None) -> int:
     record = {"schema_version": RESULT_SCHEMA_VERSION, "cell_id": cell["id"], "campaign": cell["campaign"],
               "params": cell["params"], "started_at": started}
     try:
+        if cell["params"].get("backend", "tensorflow") == "tensorflow":
+            from jobs.tf_startup import import_tensorflow
+
+            import_tensorflow()  # first import: its C++ start-up lines stay out of job.log
         from jobs.runner import run_cell
 
         record.update(run_cell(cell, cell_dir))

@@ -638,7 +638,22 @@ def nightly(sweep: str, references: Path | None, output: Path, metrics=DEFAULT_M
     verdict = evaluate(campaign, references, history, run_id=run_id, metrics=metrics, include_invalid=include_invalid)
     if ran:  # a copy beside the run; a campaign given by the user is left as it is
         write_outputs(verdict, Path(campaign) / "nightly")
+    write_trend(history, output, metrics)
     return (verdict, *write_outputs(verdict, output))
+
+
+def write_trend(history_dir: Path, output: Path, metrics=DEFAULT_METRICS) -> list:
+    """<output>/nightly-trend.{png,svg}: the history's valid runs, one panel per metric (none without history)."""
+    from orchestrator.figures import close_all, trend_figure, write_figures
+
+    fig = trend_figure(read_history(history_dir), metrics)
+    if fig is None:
+        return []
+    figures = {"nightly-trend": fig}
+    try:
+        return write_figures(figures, Path(output))
+    finally:
+        close_all(figures)
 
 
 def _now() -> str:

@@ -13,6 +13,9 @@ from orchestrator.errors import UserError
 from orchestrator.intervals import log_ratio_test
 from orchestrator.results import load_campaign
 from tests import synthetic_results as syn
+from tests.conftest import ROOT
+
+ROOT_SWEEPS = ROOT / "sweeps"
 
 
 def _summary(values):
@@ -175,3 +178,18 @@ def test_cli_labels_sides_by_folder_and_date(campaign, tmp_path, capsys):
     assert out.is_file() and set(pd.read_csv(out)["side_a"]) == {f"synthetic@alpha ({folder}, 2026-11-27)"}
     assert main(["compare", str(campaign)]) == 2
     assert main(["compare", str(campaign), "--node-types", "alpha", "gamma"]) == 2
+
+
+def test_classification_sweep_offers_the_papers_x4_batches(tmp_path):
+    from orchestrator.matrix import expand
+    from orchestrator.spec import load_sweep
+
+    text = (ROOT_SWEEPS / "classification.yaml").read_text()
+    assert "# batch_scale: 4" in text
+    path = tmp_path / "classification.yaml"
+    path.write_text(text.replace("# batch_scale: 4", "batch_scale: 4"))
+    cells = expand(load_sweep(str(path))).cells
+    ours = {(c.params["test"], c.params["subtest"]): c.params["batch_size"] for c in cells}
+    paper = load_campaign("chifflet-2022").stats
+    for rec in paper[paper["test"].isin({t for t, _ in ours})].to_dict("records"):
+        assert ours[(rec["test"], rec["subtest"])] == rec["batch_size"]  # same workload as the paper's

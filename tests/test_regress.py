@@ -77,6 +77,7 @@ def test_ok_run(setup):
     out, good, refs = setup
     verdict, junit, summary = nightly("unused", refs, out / "nightly", campaign=good)
     assert verdict.exit_code == EXIT_OK
+    assert (out / "nightly" / "nightly-trend.png").is_file()  # the trend figure from the history
     suites = _junit(junit)
     assert suites["sanity"].get("tests") == "12" and suites["sanity"].get("errors") == "0"
     assert suites["references"].get("failures") == "0" and suites["references"].get("tests") == "8"
