@@ -101,6 +101,17 @@ class MeterSet:
         time.sleep(seconds)
         return self.stop()
 
+    def trace_probes(self) -> list:
+        """Every meter's trace probes (jobs.meters.trace), for one recorder over all of them."""
+        return [probe for meter in self.meters for probe in getattr(meter, "trace_probes", lambda: [])()]
+
+    def nvml(self) -> tuple:
+        """(nvml module, {index: handle}) of the NVML meter, or (None, {}) without one."""
+        for meter in self.meters:
+            if getattr(meter, "name", None) == "nvml":
+                return meter.nvml, dict(meter.handles)
+        return None, {}
+
     def close(self) -> None:
         for meter in self.meters:
             close = getattr(meter, "close", None)
