@@ -60,12 +60,20 @@ def spacing(times: list, t0: float, t1: float, threshold: float) -> tuple:
 
 
 def _counter_steps(points: list, range_j: float | None, median_power: float | None) -> tuple:
-    """(wraps, ambiguous wraps [(t, dt)], backwards [(t, drop_j)]) in a counter's (t, energy_j) reads."""
+    """(wraps, ambiguous wraps [(t, dt)], backwards [(t, drop_j)]) in a counter's (t, energy_j) reads.
+
+    A wrap is ambiguous when the reads around it are so far apart that, at the counter's median
+    power, more than half its range passed between them: one more wrap could hide there.
+    """
     wraps, ambiguous, backwards = 0, [], []
     for (ta, ea), (tb, eb) in zip(points, points[1:]):
         if eb >= ea:
             continue
-        if range_j and (range_j - ea + eb) <= range_j / 2:
+        unwrapped = range_j - ea + eb if range_j else None
+        # A wrap if the increase it implies fits the counter's usual power (or half its range without one).
+        plausible = unwrapped is not None and (
+            unwrapped / (tb - ta) <= 3 * median_power if median_power and tb > ta else unwrapped <= range_j / 2)
+        if plausible:
             wraps += 1
             if median_power and median_power * (tb - ta) > range_j / 2:
                 ambiguous.append((tb, tb - ta))

@@ -143,7 +143,7 @@ class NvmlMeter:
                     joules, now = value / 1000.0, time.time()
                     rate = power_from_counter(last.get("read"), now, joules, None)
                     last["read"] = (now, joules)
-                    return {"energy_j": joules, "power_w": rate}
+                    return {"t": now, "energy_j": joules, "power_w": rate}
 
                 probes.append(Probe("gpu", f"gpu{index}", "nvml-counter", counter, None, counter=True))
         return probes

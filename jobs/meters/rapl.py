@@ -154,7 +154,7 @@ class RaplMeter:
                 joules, now = zone.read_uj() / 1e6, time.time()
                 power = power_from_counter(last.get("read"), now, joules, zone.max_range_uj / 1e6)
                 last["read"] = (now, joules)
-                return {"energy_j": joules, "power_w": power}
+                return {"t": now, "energy_j": joules, "power_w": power}
 
             probes.append(Probe(zone.domain, device, "rapl", read, zone.max_range_uj / 1e6, counter=True))
         return probes

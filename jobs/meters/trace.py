@@ -31,7 +31,8 @@ NAN = float("nan")
 
 @dataclass
 class Probe:
-    """One device's reading: `read()` returns {power_w?, energy_j?, temperature_c?, throttle_reasons?}.
+    """One device's reading: `read()` returns {power_w?, energy_j?, temperature_c?, throttle_reasons?, t?}
+    (`t`: when the probe read it, if it timed its own read for a power from counter deltas).
 
     `counter_range_j`: where the counter wraps (RAPL's max_energy_range_uj), None when it never
     should (NVML's 64-bit mJ counter): the gate tells wraps from resets with it.
@@ -129,7 +130,7 @@ class TraceRecorder:
                 continue
             if reading is None:
                 continue
-            self.trace.rows.append(row(time.time(), probe, reading))
+            self.trace.rows.append(row(reading.get("t") or time.time(), probe, reading))
 
     def _run(self) -> None:
         while not self._stop.is_set():
