@@ -105,6 +105,18 @@ class Matrix(_Strict):
     phases: Annotated[list[Literal[PHASES]], Field(min_length=1)] = list(PHASES)
     repetitions: PositiveInt | Repetitions = 1
     node_types: Annotated[list[NodeTypeName], Field(min_length=1)] = ["local"]
+    # Energy knobs (#14) as axes: null is the node's own setting; a value is set by the job before the
+    # window, read back and restored, or the cell fails with the reason (no root, no NVML, no cpufreq).
+    gpu_power_limit_w: Annotated[list[PositiveNumber | None], Field(min_length=1)] = [None]
+    cpu_max_freq_khz: Annotated[list[PositiveInt | None], Field(min_length=1)] = [None]
+
+    @field_validator("gpu_power_limit_w", "cpu_max_freq_khz")
+    @classmethod
+    def _unique_knobs(cls, values):
+        duplicates = sorted({str(v) for v in values if values.count(v) > 1})
+        if duplicates:
+            raise ValueError(f"listed more than once: {', '.join(duplicates)}")
+        return values
 
     @field_validator("tests", "phases", "node_types")
     @classmethod
@@ -160,6 +172,10 @@ class Energy(_Strict):
     min_window_node_s: Annotated[StrictFloat | StrictInt, Field(ge=0)] = 60  # RAPL, codecarbon
     min_window_gpu_s: Annotated[StrictFloat | StrictInt, Field(ge=0)] = 10  # NVML counters
     nvml_poll_hz: Annotated[StrictFloat | StrictInt, Field(ge=10)] = 20
+    # Evidence (#14): refuse a busy node instead of warning; the power trace's sampling period and margin.
+    strict: StrictBool = False
+    trace_period_s: Annotated[StrictFloat | StrictInt, Field(gt=0, le=10)] = 0.1
+    trace_margin_s: Annotated[StrictFloat | StrictInt, Field(ge=0, le=60)] = 1.0
 
 
 class Order(_Strict):
