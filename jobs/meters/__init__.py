@@ -9,6 +9,11 @@ as alternatives, so a reader can compare them.
 
 Sources: rapl, nvml-counter, nvml-power (hardware, "measured"); and the
 estimates codecarbon-load-model, codecarbon-constant, codecarbon-ram-model.
+
+The evidence around a window lives beside the meters: trace (every sampler's
+readings), gate (is the trace good enough), uncertainty (the systematic term
+per source), state (temperatures, clocks, load, cooldown), knobs (power
+limit, CPU frequency), evidence (the order run_cell calls them in).
 """
 from __future__ import annotations
 
