@@ -161,6 +161,14 @@ class IncludeEntry(MatrixEntry, Settings):
         return {k: getattr(self, k) for k in SETTING_KEYS if getattr(self, k) is not None}
 
 
+class Gate(_Strict):
+    """Validity-gate thresholds (#14, jobs/meters/gate.py): a cell's telemetry failing one is energy.valid false."""
+
+    min_coverage: Annotated[StrictFloat | StrictInt, Field(ge=0, le=1)] = 0.95
+    max_gap_s: Annotated[StrictFloat | StrictInt, Field(gt=0)] = 2.0
+    max_temperature_drift_c: Annotated[StrictFloat | StrictInt, Field(gt=0)] = 15.0
+
+
 class Energy(_Strict):
     # Factors for CO2; unset ones come from the node type's site table, else the defaults
     # (codecarbon's France figure, 2023 lifecycle; PUE 1). Never applied to raw energy.
@@ -176,6 +184,7 @@ class Energy(_Strict):
     strict: StrictBool = False
     trace_period_s: Annotated[StrictFloat | StrictInt, Field(gt=0, le=10)] = 0.1
     trace_margin_s: Annotated[StrictFloat | StrictInt, Field(ge=0, le=60)] = 1.0
+    gate: Gate = Gate()
 
 
 class Order(_Strict):
