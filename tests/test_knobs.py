@@ -93,3 +93,18 @@ def test_one_refusal_changes_nothing(cpufreq):
 def test_requested_reads_only_the_knob_params():
     assert requested({"test": "x", "gpu_power_limit_w": 200, "cpu_max_freq_khz": None}) == {"gpu_power_limit_w": 200}
     assert requested({"test": "x"}) == {}
+
+
+def test_knob_axes_multiply_cells_and_leave_knob_free_cell_ids_alone(tmp_path):
+    from orchestrator.matrix import expand
+    from orchestrator.spec import parse_sweep
+
+    base = "name: k\nmatrix:\n  tests: [mobilenet_v2]\n  phases: [inference]\n"
+    plain = expand(parse_sweep(base, tmp_path / "a.yaml")).cells
+    nulls = expand(parse_sweep(base + "  gpu_power_limit_w: [null]\n", tmp_path / "b.yaml")).cells
+    knobs_cells = expand(parse_sweep(base + "  gpu_power_limit_w: [null, 200]\n  cpu_max_freq_khz: [null, 1800000]\n",
+                                     tmp_path / "c.yaml")).cells
+    assert [c.id for c in plain] == [c.id for c in nulls]
+    assert len(knobs_cells) == 4 * len(plain) and plain[0].id in {c.id for c in knobs_cells}
+    assert {(c.params.get("gpu_power_limit_w"), c.params.get("cpu_max_freq_khz")) for c in knobs_cells} == {
+        (None, None), (200, None), (None, 1800000), (200, 1800000)}

@@ -64,10 +64,6 @@ class Trace:
         rows = [r for r in self.rows if low <= r[0] <= high]
         return Trace(rows, self.probes, self.failed_reads, self.period_s, self.margin_s)
 
-    def extend(self, rows: list, probes: list = ()) -> None:
-        self.rows.extend(rows)
-        self.probes.extend(p for p in probes if p not in self.probes)
-
     def meta(self) -> dict:
         return {"file": TRACE_FILE, "samples": len(self.rows), "margin_s": self.margin_s,
                 "period_s": self.period_s, "probes": self.probes, "failed_reads": self.failed_reads}
