@@ -41,6 +41,7 @@ EXPECTED_PERIOD_S = {"wattmetre_power_watt": 1.0, "pdu_outlet_power_watt": 1.0, 
 MARGIN_S = 30.0          # fetched on each side of the window, so the curve is known at its edges
 CHUNK_S = 1800.0         # Kwollect stops a statement after 5 min: long windows go in pieces
 GAP_PERIODS = 2.5        # a spacing over this many expected periods is a gap
+HIGH_RATE_FACTOR = 5     # samples this much denser than the catalogue's period: the on-demand rate
 HTTP_TIMEOUT_S = 30.0
 
 
@@ -146,12 +147,24 @@ def series(records: list, metric: str) -> dict:
     return {k: sorted(v) for k, v in out.items()}
 
 
+def effective_period(spacings: list, expected_period: float | None) -> tuple:
+    """(period, mode): the catalogue's period, or the measured one when the node samples much faster.
+
+    A wattmeter asked for on demand (`-t monitor=wattmetre_power_watt`) answers every 20 ms (50 Hz,
+    v1/v2 meters) or 10 ms (v3) instead of the default 1 s: judging its gaps against 1 s would hide them.
+    """
+    median = statistics.median(spacings) if spacings else None
+    if expected_period and median and median < expected_period / HIGH_RATE_FACTOR:
+        return median, "high-rate"
+    return (expected_period or median), "default"
+
+
 def integrate(points: list, t0: float, t1: float, expected_period: float | None = None) -> dict:
     """Energy (J) of one power series over [t0, t1]: trapezoids, linear between samples, flat beyond them."""
     points = sorted(points)
     times = [t for t, _ in points]
     spacings = [b - a for a, b in zip(times, times[1:]) if b > a]
-    period = expected_period or (statistics.median(spacings) if spacings else None)
+    period, mode = effective_period(spacings, expected_period)
     threshold = GAP_PERIODS * period if period else math.inf
 
     def value_at(t: float) -> float:
@@ -188,7 +201,7 @@ def integrate(points: list, t0: float, t1: float, expected_period: float | None 
     missing = sum(b - a for a, b in gaps)
     return {"joules": joules, "samples_in_window": len(inside), "samples": len(points),
             "mean_period_s": statistics.fmean(spacings) if spacings else None,
-            "expected_period_s": period, "gaps": gaps, "coverage": max(0.0, 1 - missing / (t1 - t0)) if t1 > t0 else 0,
+            "expected_period_s": period, "mode": mode, "rate_hz": 1 / period if period else None, "gaps": gaps, "coverage": max(0.0, 1 - missing / (t1 - t0)) if t1 > t0 else 0,
             "complete": not gaps}
 
 
@@ -205,7 +218,8 @@ def node_energy(records: list, metric: str, t0: float, t1: float, expected_perio
             "series": len(parts), "samples": sum(p["samples"] for p in parts),
             "samples_in_window": sum(p["samples_in_window"] for p in parts),
             "mean_period_s": statistics.fmean(periods) if periods else None,
-            "expected_period_s": parts[0]["expected_period_s"], "gaps": gaps,
+            "expected_period_s": parts[0]["expected_period_s"], "mode": parts[0]["mode"],
+            "rate_hz": parts[0]["rate_hz"], "gaps": gaps,
             "coverage": min(p["coverage"] for p in parts), "complete": not gaps}
 
 
@@ -268,11 +282,48 @@ def annotate(cell_dir: Path, site: str, metrics: list, url: str = DEFAULT_URL, w
         else:
             entry["ratio_to_software"] = entry["joules"] / software if software else None
         entry["source"] = label
+        if metric in raw["metrics"]:
+            entry["gate"] = trace_external(cell_dir, result, raw["metrics"][metric], metric, label, node, t0, t1,
+                                           entry["expected_period_s"])
         added[label] = entry
     result.setdefault("energy", {}).setdefault("external", {}).update(added)
     atomic_write_json(cell_dir / RAW_FILE, raw)
     atomic_write_json(cell_dir / RESULT_FILE, result)
     return added
+
+
+def trace_rows(records: list, metric: str, label: str, node: str) -> list:
+    """trace.parquet rows (domain `node`) of one metric's samples; one device per series."""
+    from jobs.meters.trace import NAN
+
+    found = series(records, metric)
+    rows = []
+    for (device, labels), points in found.items():
+        name = device or node
+        if len(found) > 1 and labels != "{}":
+            name += ":" + ",".join(f"{k}={v}" for k, v in sorted(json.loads(labels).items()))
+        rows += [(t, "node", name, label, float(w), NAN, NAN, None) for t, w in points]
+    return rows
+
+
+def trace_external(cell_dir: Path, result: dict, records: list, metric: str, label: str, node: str,
+                   t0: float, t1: float, period_s: float | None) -> dict:
+    """Add the metric's samples to the cell's trace.parquet and judge them with the validity gate."""
+    from jobs.meters.gate import domain_gate
+    from jobs.meters.trace import TRACE_FILE, Trace, read_trace
+
+    path = cell_dir / TRACE_FILE
+    meta = result.get("trace") or {}
+    trace = read_trace(path, meta) if path.exists() else Trace(margin_s=MARGIN_S)
+    rows = trace_rows(records, metric, label, node)
+    trace.rows = [r for r in trace.rows if not (r[1] == "node" and r[3] == label)] + rows  # rerun: replaced
+    probes = [{"domain": "node", "device": d, "source": label, "counter": False, "counter_range_j": None}
+              for d in sorted({r[2] for r in rows})]
+    trace.probes = [p for p in trace.probes if not (p["domain"] == "node" and p["source"] == label)] + probes
+    trace.write(path)
+    result["trace"] = {**meta, **{k: v for k, v in trace.meta().items() if k != "period_s"},
+                       "external": sorted({*meta.get("external", []), label})}
+    return domain_gate(rows, probes, "node", label, t0, t1, period_s or 1.0, {})
 
 
 def _cells(paths: list) -> list:

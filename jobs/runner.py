@@ -114,6 +114,7 @@ def run_cell(cell: dict, cell_dir: Path) -> dict:
     from jobs import hostinfo, workload
     from jobs.idle import idle_baseline
     from jobs.meters import build_meters
+    from jobs.meters.evidence import CellEvidence
 
     params = cell["params"]
     test = get_test(params["test"])
@@ -130,12 +131,15 @@ def run_cell(cell: dict, cell_dir: Path) -> dict:
     clock = time.perf_counter()
     meters = build_meters(cell_dir, cell, config)
     timings["meters_setup_s"] = time.perf_counter() - clock
+    evidence = CellEvidence(cell, meters)  # evidence (#14): load, knobs, trace, state
     try:
+        evidence.check_load()  # evidence (#14)
         # Before the model exists: the node is as idle as this job can make it.
         clock = time.perf_counter()
         idle = idle_baseline(meters, Path(cell_dir).parent.parent, config["idle_s"], config["idle_reuse_s"],
                              cell["id"])
         timings["idle_s"] = time.perf_counter() - clock
+        evidence.begin()  # evidence (#14): knobs set, trace recording starts (warm-up is its front margin)
 
         clock = time.perf_counter()
         workload.set_precision(params["precision"])
@@ -164,17 +168,20 @@ def run_cell(cell: dict, cell_dir: Path) -> dict:
         timings["warmup_s"] = time.perf_counter() - clock
         timings["warmup_latencies_s"] = warmup_latencies
 
+        evidence.window_opens()  # evidence (#14): machine state at the start
         meters.start()
         window = measure_window(step, workload.sync_devices, params["duration_s"], params["iterations"])
         energy = meters.stop()
+        evidence.window_closed(window)  # evidence (#14): state at the end, back margin, knobs restored
     finally:
+        evidence.close()  # evidence (#14): before meters.close(), which shuts NVML down
         meters.close()
 
     iterations = len(window["latencies"])
     samples = iterations * params["batch_size"]
     duration = window["end"] - window["start"]
     trainable = sum(int(v.numpy().size) for v in model.trainable_variables)
-    return {
+    return evidence.into({  # evidence (#14): trace.parquet, gate verdict, uncertainty, state, knobs
         "host": hostinfo.host_record(),
         "software": hostinfo.software_record(),
         "devices": {
@@ -199,4 +206,4 @@ def run_cell(cell: dict, cell_dir: Path) -> dict:
             "latency_s": latency_stats(window["latencies"]),
         },
         "energy": energy_record(energy, samples, duration, config, idle),
-    }
+    }, cell_dir)

@@ -343,6 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", nargs="+", help="metrics judged (default: throughput energy_per_sample_j)")
     p.add_argument("--include-invalid", action="store_true", help="judge cells whose energy is marked invalid")
     p.set_defaults(func=cmd_nightly)
+
+    from grid5000.calibrate import add_parser as add_calibrate  # calibrate (#14): software vs wattmeter
+
+    add_calibrate(verbs)
     return parser
 
 

@@ -88,6 +88,8 @@ def expand(spec: SweepSpec) -> Expansion:
         if not matched:
             combos.extend((new, [(where, settings)]) for new in _new_combos(spec, index, axes))
 
+    combos = _with_knobs(sweep.matrix, combos)
+
     cells, seen = [], {}
     for repetition in range(max_repetitions(sweep)):  # repetition-major: interleaves tests
         for axes, layers in combos:
@@ -100,6 +102,20 @@ def expand(spec: SweepSpec) -> Expansion:
             seen[cid] = True
             cells.append(Cell(cid, params))
     return Expansion(cells, notes)
+
+
+KNOB_AXES = ("gpu_power_limit_w", "cpu_max_freq_khz")
+
+
+def _with_knobs(matrix, combos: list) -> list:
+    """Each combination once per energy-knob setting (#14); null (the default) adds no parameter,
+    so sweeps without knobs keep their cell ids."""
+    out = combos
+    for knob in KNOB_AXES:
+        values = getattr(matrix, knob)
+        out = [({**axes, knob: value} if value is not None else axes, layers) for axes, layers in out
+               for value in values]
+    return out
 
 
 def max_repetitions(sweep) -> int:
@@ -177,4 +193,5 @@ def _resolve(spec: SweepSpec, axes: dict, include_layers: list, repetition: int)
         "duration_s": None if "duration_s" not in settings else float(settings["duration_s"]),
         "iterations": settings.get("iterations"),
         "seed": sweep.seed,
+        **{knob: axes[knob] for knob in KNOB_AXES if axes.get(knob) is not None},  # energy knobs (#14)
     }

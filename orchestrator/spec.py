@@ -105,6 +105,18 @@ class Matrix(_Strict):
     phases: Annotated[list[Literal[PHASES]], Field(min_length=1)] = list(PHASES)
     repetitions: PositiveInt | Repetitions = 1
     node_types: Annotated[list[NodeTypeName], Field(min_length=1)] = ["local"]
+    # Energy knobs (#14) as axes: null is the node's own setting; a value is set by the job before the
+    # window, read back and restored, or the cell fails with the reason (no root, no NVML, no cpufreq).
+    gpu_power_limit_w: Annotated[list[PositiveNumber | None], Field(min_length=1)] = [None]
+    cpu_max_freq_khz: Annotated[list[PositiveInt | None], Field(min_length=1)] = [None]
+
+    @field_validator("gpu_power_limit_w", "cpu_max_freq_khz")
+    @classmethod
+    def _unique_knobs(cls, values):
+        duplicates = sorted({str(v) for v in values if values.count(v) > 1})
+        if duplicates:
+            raise ValueError(f"listed more than once: {', '.join(duplicates)}")
+        return values
 
     @field_validator("tests", "phases", "node_types")
     @classmethod
@@ -149,6 +161,14 @@ class IncludeEntry(MatrixEntry, Settings):
         return {k: getattr(self, k) for k in SETTING_KEYS if getattr(self, k) is not None}
 
 
+class Gate(_Strict):
+    """Validity-gate thresholds (#14, jobs/meters/gate.py): a cell's telemetry failing one is energy.valid false."""
+
+    min_coverage: Annotated[StrictFloat | StrictInt, Field(ge=0, le=1)] = 0.95
+    max_gap_s: Annotated[StrictFloat | StrictInt, Field(gt=0)] = 2.0
+    max_temperature_drift_c: Annotated[StrictFloat | StrictInt, Field(gt=0)] = 15.0
+
+
 class Energy(_Strict):
     # Factors for CO2; unset ones come from the node type's site table, else the defaults
     # (codecarbon's France figure, 2023 lifecycle; PUE 1). Never applied to raw energy.
@@ -160,6 +180,11 @@ class Energy(_Strict):
     min_window_node_s: Annotated[StrictFloat | StrictInt, Field(ge=0)] = 60  # RAPL, codecarbon
     min_window_gpu_s: Annotated[StrictFloat | StrictInt, Field(ge=0)] = 10  # NVML counters
     nvml_poll_hz: Annotated[StrictFloat | StrictInt, Field(ge=10)] = 20
+    # Evidence (#14): refuse a busy node instead of warning; the power trace's sampling period and margin.
+    strict: StrictBool = False
+    trace_period_s: Annotated[StrictFloat | StrictInt, Field(gt=0, le=10)] = 0.1
+    trace_margin_s: Annotated[StrictFloat | StrictInt, Field(ge=0, le=60)] = 1.0
+    gate: Gate = Gate()
 
 
 class Order(_Strict):

@@ -267,3 +267,106 @@ def test_cli_reads_site_and_metrics_from_the_catalog_for_a_campaign(tmp_path, fa
     external = json.loads((cell / "result.json").read_text())["energy"]["external"]
     assert set(external) == {"wattmeter", "bmc"}  # sirius: wattmeter (1 s) and BMC (5 s)
     assert "/sites/lyon/metrics" in fake.requests[0]["path"]
+
+
+# --- 50 Hz on-demand wattmeter, traces and the gate --------------------------------------
+
+DATA = Path(__file__).parent / "data" / "kwollect"
+
+
+def test_recorded_50hz_wattmeter_is_judged_at_its_own_rate():
+    """A 0.3 s dropout in a 50 Hz answer is a gap; against the default 1 s period it would vanish."""
+    records = json.loads((DATA / "wattmetre_50hz.json").read_text())
+    t0 = 1_795_000_010.5
+    out = kwollect.node_energy(records, "wattmetre_power_watt", t0, t0 + 4.0,
+                               kwollect.EXPECTED_PERIOD_S["wattmetre_power_watt"])
+    assert out["mode"] == "high-rate" and out["rate_hz"] == pytest.approx(50.0, rel=1e-3)
+    assert out["expected_period_s"] == pytest.approx(0.02, rel=1e-3)
+    assert len(out["gaps"]) == 1 and out["gaps"][0][0] == pytest.approx(t0 + 1.5, abs=0.021)
+    assert not out["complete"] and 0.9 < out["coverage"] < 0.95
+    assert out["mean_power_w"] == pytest.approx(1480.0, abs=40)
+    default = kwollect.node_energy([r for r in records if r["timestamp"].endswith(".000000+01:00")],
+                                   "wattmetre_power_watt", t0, t0 + 4.0, 1.0)  # one sample a second
+    assert default["mode"] == "default" and default["expected_period_s"] == 1.0
+
+
+def test_annotate_writes_a_trace_and_a_gate_verdict_for_a_50hz_wattmeter(tmp_path, monkeypatch):
+    monkeypatch.setitem(PERIOD_S, "wattmetre_power_watt", 0.02)  # the job asked for -t monitor=...
+    t0 = 1_795_000_000.0
+    with FakeKwollect(gap=(t0 + 3.0, t0 + 3.5)) as fake:
+        cell = done_cell(tmp_path / "cell", t0, t0 + 6.0, software_j=500.0, host="gappy-2")
+        external = kwollect.annotate(cell, "lyon", ["wattmetre_power_watt"], url=fake.url)
+    wattmeter = external["wattmeter"]
+    assert wattmeter["mode"] == "high-rate" and wattmeter["joules"] == pytest.approx(120.0 * 6.0)
+    gate = wattmeter["gate"]
+    assert not gate["valid"] and gate["longest_gap_s"] == pytest.approx(0.52, abs=0.03)
+    assert any("cover" in r for r in gate["reasons"])  # 0.5 s of 6 s missing: coverage 92 %
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(cell / "trace.parquet").to_pydict()
+    assert set(table["source"]) == {"wattmeter"} and set(table["domain"]) == {"node"}
+    assert set(table["device"]) == {"gappy-2"} and len(table["t_unix"]) > 60 * 50  # the ±30 s margin too
+    assert min(table["t_unix"]) < t0 < t0 + 6 < max(table["t_unix"])
+    result = json.loads((cell / "result.json").read_text())
+    assert result["trace"]["external"] == ["wattmeter"] and result["trace"]["samples"] == len(table["t_unix"])
+    # Annotating again replaces the wattmeter rows, never duplicates them.
+    with FakeKwollect() as fake:
+        kwollect.annotate(cell, "lyon", ["wattmetre_power_watt"], url=fake.url)
+    fetched = json.loads((cell / "kwollect.json").read_text())["metrics"]["wattmetre_power_watt"]
+    assert len(pq.read_table(cell / "trace.parquet")) == len(fetched) > len(table["t_unix"])  # gap filled in
+
+
+# --- calibration against the wattmeter ------------------------------------------------------
+
+def test_calibration_ratio_interval_and_fit_on_recorded_50hz_data():
+    from grid5000 import calibrate
+
+    records = json.loads((DATA / "wattmetre_50hz.json").read_text())
+    t0 = 1_795_000_010.0
+    windows = [(t0 + 0.1 + 0.4 * i, t0 + 0.4 + 0.4 * i) for i in range(4)] + [(t0 + 1.9, t0 + 2.5)]  # last: the gap
+    runs = [{"load": ("idle", "half", "full", "half", "full")[i], "repetition": i, "start_unix": a, "end_unix": b,
+             "software_j": {"total": 0.0}} for i, (a, b) in enumerate(windows)]
+    runs = calibrate.add_wattmeter(runs, records, "wattmetre_power_watt")
+    for i, run in enumerate(runs):  # software reads 60 % of the wall, +/- a little
+        run["software_j"] = {"total": run["wattmeter_j"] * (0.6 + 0.01 * (i % 2)), "codecarbon": 5.0}
+    out = calibrate.compute(runs, "orion", "wattmetre_power_watt", "2026-12-01T22:00:00+00:00")
+    assert out["runs_used"] == 4 and out["runs_left_out"] == 1  # the window over the dropout is not used
+    total = out["meters"]["total"]
+    assert total["ratio"] == pytest.approx(0.605) and total["n"] == 4
+    assert total["ci95"][0] < 0.605 < total["ci95"][1] and total["ci95"][1] - total["ci95"][0] < 0.03
+    assert total["by_load"]["idle"]["ci95"] is None  # no interval from n < 3
+    assert out["meters"]["codecarbon"]["fit_wall_vs_software"] is None  # constant software: no fit
+    assert out["calibrated_at"] == "2026-12-01T22:00:00+00:00" and out["node_type"] == "orion"
+
+
+def test_calibrate_run_on_this_node_then_apply_beside_the_raw_figure(tmp_path, capsys):
+    """The verb end to end: real loads and real codecarbon here, the wattmeter from the local Kwollect."""
+    from grid5000 import calibrate
+
+    with FakeKwollect(watts={"wattmetre_power_watt": 150.0}) as fake:
+        code = calibrate.main(["run", "--node-type", "orion", "--site", "lyon", "--node", "orion-3",
+                               "--repetitions", "3", "--window-s", "0.4", "--store", str(tmp_path / "cal"),
+                               "--url", fake.url, "--wait", "0"])
+    assert code == 0, capsys.readouterr().out
+    stored = json.loads((tmp_path / "cal" / "orion.json").read_text())
+    assert {r["load"] for r in stored["runs"]} == {"idle", "half", "full"} and len(stored["runs"]) == 9
+    total = stored["meters"]["total"]
+    assert total["n"] == stored["runs_used"] >= 3 and total["ci95"] is not None
+    run = stored["runs"][0]
+    assert run["wattmeter_j"] == pytest.approx(150.0 * (run["end_unix"] - run["start_unix"]), rel=1e-6)
+    assert "software/wall" in capsys.readouterr().out
+
+    campaign = tmp_path / "campaign"
+    cell = done_cell(campaign / "cells" / "abc", 1_795_000_000.0, 1_795_000_020.0, software_j=1000.0)
+    (cell / "cell.json").write_text(json.dumps({"params": {"node_type": "orion"}}))
+    other = done_cell(campaign / "cells" / "def", 1_795_000_000.0, 1_795_000_020.0, software_j=1000.0)
+    (other / "cell.json").write_text(json.dumps({"params": {"node_type": "grele"}}))  # not calibrated
+    assert calibrate.main(["apply", str(campaign), "--store", str(tmp_path / "cal")]) == 0
+    energy = json.loads((cell / "result.json").read_text())["energy"]
+    assert energy["total_joules"] == 1000.0  # the raw figure stays
+    calibrated = energy["calibrated"]
+    assert calibrated["label"] == "calibrated" and calibrated["calibrated_at"] == stored["calibrated_at"]
+    assert calibrated["joules"] == pytest.approx(1000.0 / total["ratio"])
+    low, high = calibrated["joules_ci95"]
+    assert low < calibrated["joules"] < high
+    assert "calibrated" not in json.loads((other / "result.json").read_text())["energy"]

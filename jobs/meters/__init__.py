@@ -9,6 +9,11 @@ as alternatives, so a reader can compare them.
 
 Sources: rapl, nvml-counter, nvml-power (hardware, "measured"); and the
 estimates codecarbon-load-model, codecarbon-constant, codecarbon-ram-model.
+
+The evidence around a window lives beside the meters: trace (every sampler's
+readings), gate (is the trace good enough), uncertainty (the systematic term
+per source), state (temperatures, clocks, load, cooldown), knobs (power
+limit, CPU frequency), evidence (the order run_cell calls them in).
 """
 from __future__ import annotations
 
@@ -100,6 +105,17 @@ class MeterSet:
         self.start()
         time.sleep(seconds)
         return self.stop()
+
+    def trace_probes(self) -> list:
+        """Every meter's trace probes (jobs.meters.trace), for one recorder over all of them."""
+        return [probe for meter in self.meters for probe in getattr(meter, "trace_probes", lambda: [])()]
+
+    def nvml(self) -> tuple:
+        """(nvml module, {index: handle}) of the NVML meter, or (None, {}) without one."""
+        for meter in self.meters:
+            if getattr(meter, "name", None) == "nvml":
+                return meter.nvml, dict(meter.handles)
+        return None, {}
 
     def close(self) -> None:
         for meter in self.meters:

@@ -55,6 +55,40 @@ class CodecarbonMeter:
         probe = self._tracker_class(output_methods=[], **self._options)
         probe.start()
         probe.stop()
+        self._hardware = list(probe._hardware)  # what it chose, for the trace (RAPL/model, TDP, RAM)
+
+    def trace_probes(self) -> list:
+        """codecarbon's estimates, sampled by us: its own models with its own parameters.
+
+        codecarbon measures every 15 s (a few per-measure records per window at best), so
+        the trace applies its models at the recorder's rate instead: CPU load mode is
+        TDP x (0.1 + 0.9 (load/100)^3) with codecarbon's TDP and a system CPU-load meter of our
+        own (psutil keeps one baseline per caller; sharing codecarbon's would corrupt its
+        reading); constant mode is its constant; RAM is its per-DIMM model. Hardware that
+        codecarbon reads from counters (RAPL, NVML) is traced by our own meters instead.
+        """
+        from codecarbon.external.hardware import SystemCPULoadMeter
+
+        from jobs.meters.trace import Probe
+
+        probes = []
+        for hardware in self._hardware:
+            kind = type(hardware).__name__
+            if kind == "CPU" and cpu_source(hardware) == "codecarbon-load-model":
+                load, tdp = SystemCPULoadMeter(), float(hardware._tdp)
+                load.reset()
+
+                def model(load=load, tdp=tdp):
+                    return {"power_w": tdp * (0.1 + 0.9 * (load.percent() / 100.0) ** 3)}
+
+                probes.append(Probe("cpu", "node", "codecarbon-load-model", model))
+            elif kind == "CPU" and cpu_source(hardware) == "codecarbon-constant":
+                probes.append(Probe("cpu", "node", "codecarbon-constant",
+                                    lambda hardware=hardware: {"power_w": hardware.total_power().W}))
+            elif kind == "RAM":
+                probes.append(Probe("ram", "node", "codecarbon-ram-model",
+                                    lambda hardware=hardware: {"power_w": hardware.total_power().W}))
+        return probes
 
     def start(self) -> None:
         # A fresh tracker per window: one emissions.csv row per window (idle, measurement).

@@ -104,5 +104,49 @@ class NvmlMeter:
         return Reading({"gpu": DomainEnergy(joules, label, "nvml")}, duration, list(self._series),
                        {"gpus": sorted(self.handles), "source_per_gpu": sources, "poll_hz": 1 / self.period_s})
 
+    def throttle_reasons(self, handle):
+        """The clock event (throttle) bitmask; None where the driver cannot say."""
+        for call in ("nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetCurrentClocksThrottleReasons"):
+            function = getattr(self.nvml, call, None)
+            if function is not None:
+                try:
+                    return int(function(handle))
+                except Exception:  # noqa: BLE001 - NotSupported on some parts: try the older name
+                    continue
+        return None
+
+    def temperature_c(self, handle):
+        try:
+            return float(self.nvml.nvmlDeviceGetTemperature(handle, 0))  # NVML_TEMPERATURE_GPU
+        except Exception:  # noqa: BLE001 - no sensor: no temperature, not an error
+            return None
+
+    def trace_probes(self) -> list:
+        """Per GPU: polled power with temperature and throttle reasons; the energy counter where there is one."""
+        from jobs.meters.trace import NAN, Probe, power_from_counter
+
+        probes = []
+        for index, handle in self.handles.items():
+            def power(handle=handle):
+                temperature, reasons = self.temperature_c(handle), self.throttle_reasons(handle)
+                return {"power_w": self._power_w(handle), "throttle_reasons": reasons,
+                        "temperature_c": NAN if temperature is None else temperature}
+
+            probes.append(Probe("gpu", f"gpu{index}", "nvml-power", power))
+            if self.has_counter[index]:
+                last = {}
+
+                def counter(handle=handle, last=last):
+                    value = self._counter(handle)
+                    if value is None:
+                        raise RuntimeError("energy counter did not answer")
+                    joules, now = value / 1000.0, time.time()
+                    rate = power_from_counter(last.get("read"), now, joules, None)
+                    last["read"] = (now, joules)
+                    return {"t": now, "energy_j": joules, "power_w": rate}
+
+                probes.append(Probe("gpu", f"gpu{index}", "nvml-counter", counter, None, counter=True))
+        return probes
+
     def close(self) -> None:
         self.nvml.nvmlShutdown()

@@ -140,6 +140,25 @@ class RaplMeter:
         self._thread = threading.Thread(target=self._run, name="rapl-sampler", daemon=True)
         self._thread.start()
 
+    def trace_probes(self) -> list:
+        """One probe per zone: the raw counter in joules (wraps show as drops), power since the last read."""
+        from jobs.meters.trace import Probe, power_from_counter
+
+        probes = []
+        for zone in self.zones:
+            device = f"package-{zone.package}" + (f"-die-{zone.die}" if zone.die is not None else "")
+            device += "-dram" if zone.domain == "ram" else ""
+            last = {}
+
+            def read(zone=zone, last=last):
+                joules, now = zone.read_uj() / 1e6, time.time()
+                power = power_from_counter(last.get("read"), now, joules, zone.max_range_uj / 1e6)
+                last["read"] = (now, joules)
+                return {"t": now, "energy_j": joules, "power_w": power}
+
+            probes.append(Probe(zone.domain, device, "rapl", read, zone.max_range_uj / 1e6, counter=True))
+        return probes
+
     def stop(self) -> Reading:
         self._stop.set()
         self._thread.join()
