@@ -12,10 +12,12 @@ whose need is known now, and rerunning the command submits the next ones.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 from jobs.records import FINAL_STATES, update_status
+from orchestrator import lifecycle
 from orchestrator.errors import UserError
 from orchestrator.launchers import pick_launcher
 from orchestrator.matrix import expand, max_repetitions
@@ -35,12 +37,16 @@ class SweepOutcome:
     failed: int
     interrupted: bool = False
     submitted_only: bool = False  # a scheduler runs the cells: follow with `wait`
+    campaign_failed: int = 0      # failed cells of the whole campaign, skipped ones included
+    interrupt_exit_code: int = 130
+    submitted: int = 0            # cells that reached their scheduler this run
+    cancelled: bool = False       # a `cancel` stopped this sweep
 
     @property
     def exit_code(self) -> int:
         if self.interrupted:
-            return 130
-        return 1 if self.failed else 0
+            return self.interrupt_exit_code
+        return 1 if self.failed or self.campaign_failed else 0
 
 
 def select_cells(campaign: Campaign, cells: list, rerun_failed: bool, force: bool,
@@ -60,8 +66,8 @@ def select_cells(campaign: Campaign, cells: list, rerun_failed: bool, force: boo
             chosen.append(cell)
         elif status["state"] == "done":
             done += 1
-        elif status["state"] == "failed" and not (rerun_failed or status.get("interrupted")):
-            failed += 1  # an interruption is not the cell's fault: it always resumes
+        elif status["state"] == "failed" and not (rerun_failed or lifecycle.resumable(status)):
+            failed += 1  # an interruption or a cancel is not the cell's fault: it always resumes
         else:
             chosen.append(cell)
     return chosen, done, failed
@@ -98,8 +104,19 @@ def _adaptive_skip(campaign: Campaign, cells: list, by_group: dict, policy, roun
     return needed, undecided
 
 
+def _chosen_again(campaign, cells: list, rerun_failed: bool, force: bool) -> list:
+    """Final cells this run will run again (forced, or failed and rerun): they go back to pending first."""
+    out = []
+    for cell in cells:
+        status = campaign.status(cell.id)
+        if status["state"] == "done" and force or status["state"] == "failed" and (
+                force or rerun_failed or lifecycle.resumable(status)):
+            out.append(cell.id)
+    return out
+
+
 def run_sweep(sweep_arg: str, output: str | None = None, rerun_failed: bool = False, force: bool = False,
-              progress_stream=None) -> SweepOutcome:
+              progress_stream=None, wait_for_host: bool = True, allow_concurrent: bool = False) -> SweepOutcome:
     spec = load_sweep(sweep_arg)
     sweep = spec.sweep
     expansion = expand(spec)
@@ -118,7 +135,8 @@ def run_sweep(sweep_arg: str, output: str | None = None, rerun_failed: bool = Fa
     for cell in expansion.cells:
         by_group.setdefault(group_key(cell), []).append(cell)
 
-    with campaign.lock():
+    with lifecycle.signals_interrupt(), campaign.lock():
+        lifecycle.clear_cancel(campaign)
         campaign.freeze_sweep(spec.text)
         campaign.write_manifest(sweep.name, spec.text, launcher.name, expansion.cells)
         for cell in expansion.cells:
@@ -128,30 +146,42 @@ def run_sweep(sweep_arg: str, output: str | None = None, rerun_failed: bool = Fa
             if in_flight:
                 launcher.refresh(campaign, in_flight)
         progress = Progress(0, progress_stream)
-        ran, skipped_done, skipped_failed, interrupted = [], 0, 0, False
+        lifecycle.queue(campaign, _chosen_again(campaign, expansion.cells, rerun_failed, force))
+        launcher.allow_concurrent = allow_concurrent
+        # Cells measured here hold this host's lock; a scheduler's exclusive node allocation is its lock.
+        measuring = (lifecycle.host_lock(campaign, wait_for_host, progress.stream)
+                     if launcher.blocking and not allow_concurrent else nullcontext())
+        ran, skipped_done, skipped_failed, interrupted, interrupt = [], 0, 0, False, None
         try:
-            for round_index in range(max_repetitions(sweep)):
-                cells = [c for c in expansion.cells if c.repetition == round_index]
-                if policy is not None and round_index >= policy.min:
-                    cells, undecided = _adaptive_skip(campaign, cells, by_group, policy, round_index)
-                    if undecided:  # a scheduler is still running earlier rounds: the next run decides
+            with measuring:
+                for round_index in range(max_repetitions(sweep)):
+                    cells = [c for c in expansion.cells if c.repetition == round_index]
+                    if policy is not None and round_index >= policy.min:
+                        cells, undecided = _adaptive_skip(campaign, cells, by_group, policy, round_index)
+                        if undecided:  # a scheduler is still running earlier rounds: the next run decides
+                            break
+                    todo, done, failed = select_cells(campaign, cells, rerun_failed, force,
+                                                      skip_in_flight=not launcher.blocking)
+                    skipped_done, skipped_failed = skipped_done + done, skipped_failed + failed
+                    progress.total += len(todo)
+                    order = order_round(todo, sweep.order.shuffle, sweep.order.seed, round_index)
+                    launcher.launch(campaign, order, progress)
+                    ran.extend(todo)
+                    if not launcher.blocking and policy is not None and round_index + 1 >= policy.min:
+                        break  # later rounds depend on results the scheduler has not produced yet
+                    if lifecycle.cancel_requested(campaign):
                         break
-                todo, done, failed = select_cells(campaign, cells, rerun_failed, force,
-                                                  skip_in_flight=not launcher.blocking)
-                skipped_done, skipped_failed = skipped_done + done, skipped_failed + failed
-                progress.total += len(todo)
-                launcher.launch(campaign, order_round(todo, sweep.order.shuffle, sweep.order.seed, round_index),
-                                progress)
-                ran.extend(todo)
-                if not launcher.blocking and policy is not None and round_index + 1 >= policy.min:
-                    break  # later rounds depend on results the scheduler has not produced yet
-        except KeyboardInterrupt:
-            interrupted = True
+        except KeyboardInterrupt as exc:
+            interrupted, interrupt = True, exc
         if skipped_done or skipped_failed:
             hint = " (--rerun-failed runs them again)" if skipped_failed else ""
             progress.stream.write(f"campaign {campaign.root}: {skipped_done} done and {skipped_failed} failed "
                                   f"cells skipped{hint}\n")
         progress.close()
     failed = sum(1 for c in ran if campaign.status(c.id)["state"] == "failed")
+    submitted = sum(1 for c in ran if campaign.status(c.id)["state"] in ("submitted", "running", "done"))
     return SweepOutcome(campaign, len(ran), skipped_done, skipped_failed, failed, interrupted,
-                        submitted_only=not launcher.blocking)
+                        submitted_only=not launcher.blocking,
+                        campaign_failed=sum(1 for c in expansion.cells if campaign.status(c.id)["state"] == "failed"),
+                        interrupt_exit_code=lifecycle.interrupt_exit_code(interrupt), submitted=submitted,
+                        cancelled=lifecycle.cancel_requested(campaign))

@@ -34,6 +34,7 @@ class Launcher(ABC):
     # True: launch() returns when every cell is final (local). False: it submits and returns.
     blocking: bool = False
     options_model = None  # pydantic model for the sweep's `<name>:` section, if any
+    allow_concurrent = False  # --allow-concurrent: no host lock; the cells it runs are marked shared-node
 
     def __init__(self, spec, options=None):
         self.spec, self.options = spec, options

@@ -12,7 +12,10 @@ import subprocess
 import sys
 import time
 
-from jobs.records import FINAL_STATES, LOG_FILE, describe_exit, log_tail, update_status
+from pathlib import Path
+
+from jobs.records import FINAL_STATES, IN_FLIGHT_STATES, LOG_FILE, describe_exit, log_tail, update_status
+from orchestrator import lifecycle
 from orchestrator.errors import UserError
 from orchestrator.launchers import Launcher
 from orchestrator.nodes import ROOT, node_types
@@ -29,6 +32,35 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def job_process(status: dict, cell_dir: Path) -> int | None:
+    """The pid of this cell's job when it still runs on this host (a sweep killed under it left it), else None.
+
+    Checked against the process's command line: a pid reused by another program is not our job.
+    """
+    pid = status.get("pid")
+    if pid is None or status.get("host") != socket.gethostname() or not _alive(pid):
+        return None
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    return pid if b"jobs.run" in argv and str(cell_dir).encode() in argv else None
+
+
+def stop_group(pid: int, grace_s: float = KILL_GRACE_S) -> None:
+    """SIGTERM a job's process group (it records why), SIGKILL it if it outlives the grace period."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.1)
+        if not _alive(pid):
+            return
 
 
 class LocalLauncher(Launcher):
@@ -52,42 +84,58 @@ class LocalLauncher(Launcher):
 
     def launch(self, campaign, cells: list, progress) -> None:
         for index, cell in enumerate(cells):
+            if lifecycle.cancel_requested(campaign):
+                return  # `cancel` ran: no pending cell starts after it (it recorded them cancelled)
             if index and self.cooldown_s:  # let the node cool: leakage power rises with temperature
                 time.sleep(self.cooldown_s)
             self.run_one(campaign, cell, progress)
 
     def refresh(self, campaign, cells: list) -> None:
-        """A local job outlives nothing: once its process is gone, an open cell has failed."""
+        """A local job lives in its sweep: once its process is gone, an in-flight cell has failed."""
         if campaign.is_locked():
             return  # a live sweep is watching its own cells
         for cell in cells:
             status = campaign.status(cell.id)
-            pid = status.get("pid")
-            if status.get("host") != socket.gethostname():
-                continue  # another machine's job: not ours to judge
-            if pid is None or not _alive(pid):
-                update_status(campaign.cell_dir(cell.id), "failed",
+            if status["state"] not in IN_FLIGHT_STATES or status.get("host") != socket.gethostname():
+                continue  # not started, or another machine's job: not ours to judge
+            if job_process(status, campaign.cell_dir(cell.id)) is None:
+                update_status(campaign.cell_dir(cell.id), "failed", interrupted=True,
                               reason="its job is gone without a result (the sweep that ran it was stopped)")
 
     def cancel(self, campaign, cells: list) -> None:
         for cell in cells:
-            pid = campaign.status(cell.id).get("pid")
-            if pid is not None and _alive(pid):
-                try:
-                    os.killpg(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-            update_status(campaign.cell_dir(cell.id), "failed", reason="cancelled by the user", cancelled=True)
+            pid = job_process(campaign.status(cell.id), campaign.cell_dir(cell.id))
+            if pid is not None:
+                stop_group(pid)
+            lifecycle.mark_cancelled(campaign, cell.id)
+
+    def _stop_orphan(self, campaign, cell, progress) -> None:
+        """A sweep killed mid-cell (SIGKILL) left its job running alone: stop it, record that attempt."""
+        folder = campaign.cell_dir(cell.id)
+        status = campaign.status(cell.id)
+        pid = job_process(status, folder)
+        if pid is None:
+            return
+        progress.stream.write(f"cell {cell.label}: its job (pid {pid}) from a sweep that was killed still runs; "
+                              "stopping it (never two measured jobs at once)\n")
+        stop_group(pid)
+        update_status(folder, "failed", interrupted=True, exit_code=None,
+                      reason=f"its sweep was killed; the job left running (pid {pid}) was stopped by the next sweep")
 
     def run_one(self, campaign, cell, progress) -> dict:
         folder = campaign.cell_dir(cell.id)
+        self._stop_orphan(campaign, cell, progress)
         attempt = campaign.status(cell.id).get("attempts", 0) + 1
         campaign.set_aside_outputs(cell.id, attempt - 1)
         env = dict(os.environ, PYTHONUNBUFFERED="1",
                    PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+        shared = self.allow_concurrent
+        if shared:
+            env["BENCHMARK_TRACKER_SHARED_NODE"] = "1"
         progress.start(cell.label)
         # Before the start, so the job's own "running" (with its pid) always comes after.
-        update_status(folder, "submitted", attempts=attempt, launcher=self.name, host=socket.gethostname())
+        update_status(folder, "submitted", attempts=attempt, launcher=self.name, host=socket.gethostname(),
+                      **({"shared_node": True} if shared else {}))
         with open(folder / LOG_FILE, "ab") as log:
             # A session of its own: Ctrl-C reaches us, not the job, and a kill takes its whole group.
             process = subprocess.Popen([self.python, "-m", "jobs.run", str(folder)], cwd=folder, env=env,
@@ -105,9 +153,9 @@ class LocalLauncher(Launcher):
                         return status
                     progress.tick()
                     time.sleep(POLL_S)
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as exc:
                 self._stop(process)
-                status = update_status(folder, "failed", reason="interrupted by the user (Ctrl-C)",
+                status = update_status(folder, "failed", reason=lifecycle.interrupt_reason(exc),
                                        interrupted=True, exit_code=process.returncode)
                 progress.finish(cell.label, "failed", status["reason"])
                 raise
@@ -117,7 +165,9 @@ class LocalLauncher(Launcher):
         """Trust the job's own final status; when it wrote none, say what killed it."""
         folder = campaign.cell_dir(cell.id)
         status = campaign.status(cell.id)
-        if status["state"] == "done" and returncode != 0:
+        if status["state"] != "done" and lifecycle.cancel_requested(campaign):
+            status = lifecycle.mark_cancelled(campaign, cell.id, exit_code=returncode)  # not SIGTERM's reason
+        elif status["state"] == "done" and returncode != 0:
             status = update_status(folder, "failed",
                                    reason=f"the job wrote its result, then {describe_exit(returncode)}",
                                    exit_code=returncode)
