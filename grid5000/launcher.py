@@ -21,6 +21,7 @@ import math
 import os
 import re
 import shlex
+import shutil
 import socket
 import sys
 import time
@@ -31,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stric
 
 from jobs.records import FINAL_STATES, LOG_FILE, STATUS_FILE, atomic_write_json, read_status, update_status
 from orchestrator.errors import UserError
-from orchestrator.launchers import Launcher
+from orchestrator.launchers import Launcher, refuse_control_characters
 from orchestrator.nodes import ROOT, node_types
 from orchestrator.store import snapshot_code
 
@@ -277,7 +278,18 @@ class OarLauncher(Launcher):
         self._query_failures = 0
 
     # --- before anything runs ------------------------------------------------------------
+    def check_campaign(self, root) -> None:
+        """OAR's command line takes plain paths only: refused before sweep.yaml, the manifest or cells/ exist."""
+        refuse_control_characters({"campaign folder": root}, "an OAR job")
+        if not SAFE_PATH.match(str(Path(root).resolve())):
+            raise UserError(f"campaign folder {Path(root).resolve()} has characters that cannot go into an OAR "
+                            "command line", ["use an output folder made of letters, digits and _./+@:,=%~- only"])
+
     def check(self, cells: list) -> None:
+        if not shutil.which("oarsub"):
+            raise UserError("launcher oar: `oarsub` is not on PATH",
+                            ["run the sweep on an OAR frontend (a Grid'5000 site's frontend), "
+                             "or `launcher: local` on this machine; nothing was written"])
         types = node_types()
         problems = []
         site = None
@@ -334,6 +346,8 @@ class OarLauncher(Launcher):
         walltime = self.walltime_s(node)
         # OAR SIGKILLs a job at its walltime; ask for a SIGTERM first, so that the job records why it stopped.
         warning_s = min(max(15, walltime - int(math.ceil(self.spec.sweep.timeout_s))), max(1, walltime // 4))
+        refuse_control_characters({"oar types": types, "oar properties": filters, "oar queue": queue,
+                                   "oar project": self.options.project, "cell folder": folder}, "an oarsub command")
         return execo_g5k.OarSubmission(
             resources="host=1", walltime=walltime, job_type=types,
             additional_options=f"--checkpoint={warning_s} --signal=15",
@@ -343,6 +357,10 @@ class OarLauncher(Launcher):
 
     def job_script(self, cell, folder: Path, code: Path = ROOT) -> str:
         node = node_types()[cell.node_type]
+        # Defense in depth (the sweep's values are checked at load): nothing may end a line of the script.
+        refuse_control_characters({"cell folder": folder, "code folder": code, "oar.python": self.python,
+                                   "oar.kwollect_url": self.options.kwollect_url, "site": node.extra.get("site"),
+                                   "cell label": cell.label}, "an OAR job script")
         q = shlex.quote
         lines = [
             "#!/bin/sh",

@@ -127,9 +127,10 @@ def run_sweep(sweep_arg: str, output: str | None = None, rerun_failed: bool = Fa
     launcher = pick_launcher(spec)
     launcher.check(expansion.cells)
     root = Path(output or sweep.output)
+    campaign = Campaign(root / sweep.name)
+    launcher.check_campaign(campaign.root)  # e.g. a folder name OAR refuses: before anything is written
     check_writable(root)
 
-    campaign = Campaign(root / sweep.name)
     policy = None if isinstance(sweep.matrix.repetitions, int) else sweep.matrix.repetitions
     by_group = {}
     for cell in expansion.cells:

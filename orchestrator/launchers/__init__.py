@@ -15,6 +15,7 @@ section of the same name (`slurm:`, `oar:`) when the sweep is loaded.
 from __future__ import annotations
 
 import importlib
+import re
 import shutil
 from abc import ABC, abstractmethod
 
@@ -27,6 +28,22 @@ LAUNCHERS = {
 }
 # Where `launcher: auto` looks for a scheduler, in order; local when none is found.
 SCHEDULER_COMMANDS = {"slurm": "sbatch", "oar": "oarsub"}
+
+
+# A newline in a value written into a job script ends its line: what follows becomes a shell line of its own
+# (and sbatch stops reading #SBATCH lines there). No control character goes into a script, ever.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def refuse_control_characters(values: dict, where: str = "a job script") -> None:
+    """Raise UserError when any value (a path, a name, an option) holds a control character (newline, tab...)."""
+    for what, value in values.items():
+        items = value if isinstance(value, (list, tuple)) else [value]
+        for item in items:
+            if item is not None and CONTROL_CHARACTERS.search(str(item)):
+                raise UserError(f"{what} {str(item)!r} contains a control character (newline, tab...) "
+                                f"and cannot go into {where}",
+                                ["use plain printable characters in paths, names and options"])
 
 
 class Launcher(ABC):
@@ -42,6 +59,10 @@ class Launcher(ABC):
     @abstractmethod
     def check(self, cells: list) -> None:
         """Raise UserError when these cells cannot run through this launcher, before anything starts."""
+
+    def check_campaign(self, root) -> None:
+        """Raise UserError when the campaign folder cannot be used by this launcher; before anything is written."""
+        refuse_control_characters({"campaign folder": root})
 
     @abstractmethod
     def launch(self, campaign, cells: list, progress) -> None:

@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 from jobs.records import (FINAL_STATES, STATUS_FILE, atomic_write_json, atomic_write_text, now_iso, read_json,
                           update_status)
 from orchestrator.errors import UserError
-from orchestrator.launchers import Launcher
+from orchestrator.launchers import Launcher, refuse_control_characters
 from orchestrator.nodes import node_types
 from orchestrator.store import snapshot_code
 
@@ -223,7 +223,11 @@ class SlurmLauncher(Launcher):
             "additional_parameters": extra,
             "setup": self.setup_lines(code),
         }
-        return {k: v for k, v in params.items() if v is not None}
+        params = {k: v for k, v in params.items() if v is not None}
+        # Defense in depth (the sweep's values are validated at load): nothing may end a line of the script.
+        refuse_control_characters({**{f"sbatch {k}": v for k, v in params.items() if k != "additional_parameters"},
+                                   **{f"sbatch {k}": v for k, v in extra.items()}}, "an sbatch script")
+        return params
 
     def setup_lines(self, code: Path) -> list:
         """Lines of the job script before srun; every value quoted."""
@@ -262,10 +266,15 @@ class SlurmLauncher(Launcher):
 
     # --- check ----------------------------------------------------------------------
 
+    def check_campaign(self, root) -> None:
+        refuse_control_characters({"campaign folder": root, "slurm.python": self.python}, "an sbatch script")
+
     def check(self, cells: list) -> None:
-        if not shutil.which("sbatch"):
-            raise UserError("launcher slurm: `sbatch` is not on PATH",
-                            ["run the sweep from a Slurm login node (or `launcher: local` on this machine)"])
+        for command in ("sbatch", "srun"):  # the job script submitit writes runs the task through srun
+            if not shutil.which(command):
+                raise UserError(f"launcher slurm: `{command}` is not on PATH",
+                                ["run the sweep from a Slurm login node with the Slurm client commands "
+                                 "(sbatch, srun, squeue, sacct), or `launcher: local` on this machine"])
         if not os.access(self.python, os.X_OK):
             raise UserError(f"launcher slurm: the interpreter {self.python} does not exist or cannot run",
                             ["jobs run the project's interpreter at the same path on the compute nodes; "
