@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stric
 
 from jobs.records import FINAL_STATES, LOG_FILE, STATUS_FILE, atomic_write_json, read_status, update_status
 from orchestrator.errors import UserError
-from orchestrator.launchers import Launcher, refuse_control_characters
+from orchestrator.launchers import Launcher, SchedulerUnreachable, command_timeout_s, refuse_control_characters
 from orchestrator.nodes import ROOT, node_types
 from orchestrator.store import snapshot_code
 
@@ -45,7 +45,7 @@ PENDING_STATES = {"Waiting", "Hold", "toLaunch", "toAckReservation", "Launching"
 ALIVE_STATES = PENDING_STATES | {"Running", "Finishing", "Suspended", "Resuming"}
 ENDED_STATES = {"Terminated", "Error", "toError"}
 SUBMIT_CONCURRENCY = 4
-COMMAND_TIMEOUT_S = 60.0
+COMMAND_TIMEOUT_S = command_timeout_s(60.0)
 STATUS_GRACE_S = 5.0        # a job that just ended may still be writing its final status (NFS)
 SUBMIT_GRACE_S = 300.0      # a `submitted` cell with no job id after this long lost its submission
 MAX_QUERY_FAILURES = 5      # consecutive failed oarstat calls before `wait` gives up
@@ -400,10 +400,16 @@ class OarLauncher(Launcher):
         by_cluster = {}
         for cell in cells:
             by_cluster.setdefault(node_types()[cell.node_type].extra["cluster"], []).append(cell)
+        submitted = 0
         for cluster, group in sorted(by_cluster.items()):
             progress.stream.write(f"oar: submitting {len(group)} cell(s) to cluster {cluster}\n")
             for start in range(0, len(group), SUBMIT_CONCURRENCY):
-                self._submit_batch(campaign, group[start:start + SUBMIT_CONCURRENCY], progress)
+                try:
+                    submitted += self._submit_batch(campaign, group[start:start + SUBMIT_CONCURRENCY], progress)
+                except SchedulerUnreachable as exc:
+                    raise SchedulerUnreachable(str(exc), [f"{submitted} of {len(cells)} cell(s) were submitted "
+                                                          "before; none after. Rerun the same command when OAR "
+                                                          "answers again"]) from None
 
     def _skip_alive(self, campaign, cells: list, progress) -> list:
         """Resume: a cell whose OAR job is still queued or running is not submitted again."""
@@ -445,6 +451,11 @@ class OarLauncher(Launcher):
                           oarsub=command)
             processes.append((cell, folder, command, _run(command)))
         _finish([p for *_, p in processes])
+        if all(p.error or p.timeouted for *_, p in processes):  # not one answer: OAR is unreachable
+            for cell, folder, command, process in processes:
+                update_status(folder, "failed", interrupted=True, reason=f"not submitted: {_no_answer(process)}")
+            raise SchedulerUnreachable(f"OAR is unreachable: {_no_answer(processes[0][3])}")
+        submitted = 0
         for cell, folder, command, process in processes:
             if process.error or process.timeouted:
                 job_id, reason = None, f"oarsub could not run: {process.error_reason or 'timed out'}"
@@ -461,7 +472,9 @@ class OarLauncher(Launcher):
             atomic_write_json(folder / JOB_RECORD, {"job_id": job_id, "submitted_at": time.time(), "command": command})
             self._record_job_id(folder, job_id)
             progress.stream.write(f"SUBMIT {cell.label}: OAR job {job_id}\n")
+            submitted += 1
         progress.stream.flush()
+        return submitted
 
     @staticmethod
     def _record_job_id(folder: Path, job_id: int) -> None:
@@ -556,6 +569,12 @@ class OarLauncher(Launcher):
             job = f" (OAR job {jobs[cell.id]} deleted)" if jobs[cell.id] is not None else ""
             update_status(campaign.cell_dir(cell.id), "failed", reason=f"cancelled by the user{job}",
                           cancelled=True, job_id=jobs[cell.id])
+
+
+def _no_answer(process) -> str:
+    if process.timeouted:
+        return f"oarsub gave no answer in {COMMAND_TIMEOUT_S:g} s"
+    return f"oarsub could not run: {process.error_reason or 'no reason given'}"
 
 
 def _props(command: str) -> str:

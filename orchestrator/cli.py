@@ -56,9 +56,12 @@ def cmd_sweep(args) -> int:
     elif outcome.cancelled:
         print(f"cancelled; rerun the same command to resume ({outcome.campaign.root})", file=sys.stderr)
     elif outcome.submitted_only:
+        if outcome.scheduler_down:
+            print(f"error: {outcome.scheduler_down}", file=sys.stderr)
         if outcome.submitted < outcome.ran:
-            print(f"error: {outcome.ran - outcome.submitted} of {outcome.ran} cell(s) could not be submitted "
-                  f"(`benchmark-tracker status -v {outcome.campaign.root}` says why)", file=sys.stderr)
+            print(f"error: {outcome.ran - outcome.submitted} of {outcome.ran} cell(s) were not submitted "
+                  f"(`benchmark-tracker status -v {outcome.campaign.root}` says why; rerun the same command to "
+                  "submit them)", file=sys.stderr)
         if outcome.submitted:
             print(f"submitted {outcome.submitted} cell(s); follow with `benchmark-tracker wait "
                   f"{outcome.campaign.root}`, then `benchmark-tracker collect {outcome.campaign.root}`")

@@ -19,7 +19,7 @@ from pathlib import Path
 from jobs.records import FINAL_STATES, update_status
 from orchestrator import lifecycle
 from orchestrator.errors import UserError
-from orchestrator.launchers import pick_launcher
+from orchestrator.launchers import SchedulerUnreachable, pick_launcher
 from orchestrator.matrix import expand, max_repetitions
 from orchestrator.nodes import energy_factors, node_types
 from orchestrator.precision import group_key, metric_value, needs_more, order_round, relative_half_width
@@ -41,6 +41,7 @@ class SweepOutcome:
     interrupt_exit_code: int = 130
     submitted: int = 0            # cells that reached their scheduler this run
     cancelled: bool = False       # a `cancel` stopped this sweep
+    scheduler_down: str | None = None  # the scheduler stopped answering: submissions stopped there
 
     @property
     def exit_code(self) -> int:
@@ -152,7 +153,7 @@ def run_sweep(sweep_arg: str, output: str | None = None, rerun_failed: bool = Fa
         # Cells measured here hold this host's lock; a scheduler's exclusive node allocation is its lock.
         measuring = (lifecycle.host_lock(campaign, wait_for_host, progress.stream)
                      if launcher.blocking and not allow_concurrent else nullcontext())
-        ran, skipped_done, skipped_failed, interrupted, interrupt = [], 0, 0, False, None
+        ran, skipped_done, skipped_failed, interrupted, interrupt, down = [], 0, 0, False, None, None
         try:
             with measuring:
                 for round_index in range(max_repetitions(sweep)):
@@ -166,8 +167,12 @@ def run_sweep(sweep_arg: str, output: str | None = None, rerun_failed: bool = Fa
                     skipped_done, skipped_failed = skipped_done + done, skipped_failed + failed
                     progress.total += len(todo)
                     order = order_round(todo, sweep.order.shuffle, sweep.order.seed, round_index)
-                    launcher.launch(campaign, order, progress)
                     ran.extend(todo)
+                    try:
+                        launcher.launch(campaign, order, progress)
+                    except SchedulerUnreachable as exc:  # one rule for every scheduler: stop submitting here
+                        down = exc
+                        break
                     if not launcher.blocking and policy is not None and round_index + 1 >= policy.min:
                         break  # later rounds depend on results the scheduler has not produced yet
                     if lifecycle.cancel_requested(campaign):
@@ -185,4 +190,5 @@ def run_sweep(sweep_arg: str, output: str | None = None, rerun_failed: bool = Fa
                         submitted_only=not launcher.blocking,
                         campaign_failed=sum(1 for c in expansion.cells if campaign.status(c.id)["state"] == "failed"),
                         interrupt_exit_code=lifecycle.interrupt_exit_code(interrupt), submitted=submitted,
-                        cancelled=lifecycle.cancel_requested(campaign))
+                        cancelled=lifecycle.cancel_requested(campaign),
+                        scheduler_down=None if down is None else str(down))

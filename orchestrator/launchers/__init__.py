@@ -46,6 +46,23 @@ def refuse_control_characters(values: dict, where: str = "a job script") -> None
                                 ["use plain printable characters in paths, names and options"])
 
 
+class SchedulerUnreachable(UserError):
+    """The scheduler did not answer a submission: the campaign stops submitting at the first one (no cell after
+    it waits its own timeout); the cells not submitted resume on the next run."""
+
+    exit_code = 1
+
+
+def command_timeout_s(default: float) -> float:
+    """How long one scheduler command may take before it counts as unanswered (tests shorten it)."""
+    import os
+
+    try:
+        return float(os.environ.get("BENCHMARK_TRACKER_SCHEDULER_TIMEOUT_S", default))
+    except ValueError:
+        return default
+
+
 class Launcher(ABC):
     name: str
     # True: launch() returns when every cell is final (local). False: it submits and returns.
