@@ -18,7 +18,9 @@ rules that must not differ between them:
 """
 from __future__ import annotations
 
+import errno
 import fcntl
+import json
 import os
 import signal
 import socket
@@ -43,6 +45,55 @@ HOST_LOCK_POLL_S = 2.0
 def campaign_exit_code(campaign, cells: list) -> int:
     """0 when no cell of the campaign is failed, 1 otherwise (also failed cells this run skipped)."""
     return 1 if any(campaign.status(c.id)["state"] == "failed" for c in cells) else 0
+
+
+# --- storage that fails under a running sweep (disk full, folder deleted) -------------------------------
+
+class StorageError(UserError):
+    """A campaign file could not be written: the sweep stops (every next cell would fail the same way)."""
+
+    exit_code = 1
+
+
+def describe_os_error(exc: OSError) -> str:
+    path = exc.filename or "a campaign file"
+    if exc.errno == errno.ENOENT:
+        return f"{path} is gone (was the campaign folder deleted or moved while the sweep ran?)"
+    return f"cannot write {path}: {exc.strerror or exc}"
+
+
+def record_write_failure(cell_dir: Path, exc: OSError) -> None:
+    """Mark the cell failed, naming the path, however little room is left; keep the last state if even that fails.
+
+    The atomic write needs a new file; with a full disk, overwriting the status in place (its blocks are
+    already allocated) still fits a short record.
+    """
+    path = Path(cell_dir) / STATUS_FILE
+    reason = f"the sweep could not record this cell: {describe_os_error(exc)}"
+    try:
+        update_status(cell_dir, "failed", reason=reason, interrupted=True)
+        return
+    except OSError:
+        pass
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    short = json.dumps({"state": "failed", "reason": reason, "interrupted": True,
+                        "attempts": previous.get("attempts", 0), "history": previous.get("history", [])[-3:],
+                        "updated_at": now_iso()}).encode()
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        if len(short) <= os.fstat(fd).st_size + 4096 - os.fstat(fd).st_size % 4096:
+            os.write(fd, short)
+            os.ftruncate(fd, len(short))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 # --- a new attempt starts clean ------------------------------------------------------------------

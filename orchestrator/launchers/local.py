@@ -123,6 +123,14 @@ class LocalLauncher(Launcher):
                       reason=f"its sweep was killed; the job left running (pid {pid}) was stopped by the next sweep")
 
     def run_one(self, campaign, cell, progress) -> dict:
+        try:
+            return self._run_one(campaign, cell, progress)
+        except OSError as exc:  # disk full, campaign folder deleted: say which file, keep the state readable
+            lifecycle.record_write_failure(campaign.cell_dir(cell.id), exc)
+            progress.finish(cell.label, "failed", lifecycle.describe_os_error(exc))
+            raise lifecycle.StorageError(f"the sweep stopped: {lifecycle.describe_os_error(exc)}") from None
+
+    def _run_one(self, campaign, cell, progress) -> dict:
         folder = campaign.cell_dir(cell.id)
         self._stop_orphan(campaign, cell, progress)
         attempt = campaign.status(cell.id).get("attempts", 0) + 1
