@@ -22,6 +22,8 @@ import pytest
 from tests.conftest import tiny_sweep, wait_for
 from tests.test_kwollect import FakeKwollect
 
+pytestmark = pytest.mark.cluster  # live cluster: selected by `make test`, not by a plain pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 LAB = Path(os.environ.get("BT_OAR_LAB", "/var/lib/benchmark-tracker/oar-lab"))
 JOB_USER = os.environ.get("BT_OAR_USER", "oartest")
