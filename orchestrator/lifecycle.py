@@ -30,7 +30,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from jobs.records import FINAL_STATES, OPEN_STATES, STATUS_FILE, atomic_write_json, now_iso, update_status
+from jobs.records import (FINAL_STATES, OPEN_STATES, STATUS_FILE, atomic_write_json, atomic_write_text, now_iso,
+                          read_status, update_status)
 from orchestrator.errors import UserError
 
 CANCEL_FILE = "cancel.json"        # in the campaign: a cancel request a running sweep obeys
@@ -94,6 +95,37 @@ def record_write_failure(cell_dir: Path, exc: OSError) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# --- submitted: written here only --------------------------------------------------------------------
+
+def mark_submitted(cell_dir: Path, **fields) -> dict:
+    """A new attempt is handed to its launcher (before the job can start, so its own `running` comes after)."""
+    return update_status(cell_dir, "submitted", **fields)
+
+
+def write_submitted(cell_dir: Path, previous: dict, now: str, **fields) -> None:
+    """mark_submitted for many cells at once (Slurm arrays): the same record, fewer syscalls.
+
+    Atomic (temp file + rename) but not fsync-ed one by one: the submission record, written and
+    fsync-ed before sbatch, is what a crash recovery relies on; 1,000 fsyncs would cost more than sbatch.
+    """
+    history = previous.get("history", [])
+    if previous.get("state") in FINAL_STATES:
+        history = history + [{k: previous[k] for k in ("state", "reason", "updated_at", "attempts") if k in previous}]
+    status = {"attempts": previous.get("attempts", 0), "history": history, **fields, "state": "submitted",
+              "updated_at": now, "submitted_at": now}
+    status.setdefault("host", socket.gethostname())
+    atomic_write_text(Path(cell_dir) / STATUS_FILE, json.dumps(status, indent=2, sort_keys=True, default=str) + "\n",
+                      fsync=False)
+
+
+def record_job_id(cell_dir: Path, job_id) -> None:
+    """Add the scheduler's job id to a `submitted` status without touching its state (the job may have started)."""
+    status = read_status(cell_dir)
+    if status.get("state") == "submitted" and "job_id" not in status:
+        status["job_id"] = job_id
+        atomic_write_json(Path(cell_dir) / STATUS_FILE, status)
 
 
 # --- a new attempt starts clean ------------------------------------------------------------------

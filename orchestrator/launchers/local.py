@@ -142,7 +142,7 @@ class LocalLauncher(Launcher):
             env["BENCHMARK_TRACKER_SHARED_NODE"] = "1"
         progress.start(cell.label)
         # Before the start, so the job's own "running" (with its pid) always comes after.
-        update_status(folder, "submitted", attempts=attempt, launcher=self.name, host=socket.gethostname(),
+        lifecycle.mark_submitted(folder, attempts=attempt, launcher=self.name, host=socket.gethostname(),
                       **({"shared_node": True} if shared else {}))
         with open(folder / LOG_FILE, "ab") as log:
             # A session of its own: Ctrl-C reaches us, not the job, and a kill takes its whole group.
