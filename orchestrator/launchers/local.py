@@ -1,4 +1,4 @@
-"""Run cells on this machine, each in a fresh subprocess, one at a time.
+"""Run cells on this machine, each in a fresh subprocess (`python -m jobs.guard`), one at a time.
 
 One at a time on purpose: two measured cells on one machine corrupt each
 other's energy (node-wide meters count both) and time (shared cores).
@@ -22,6 +22,7 @@ from orchestrator.nodes import ROOT, node_types
 
 POLL_S = 0.5
 KILL_GRACE_S = 10.0
+BACKSTOP_S = 60.0  # past the cell's timeout, which its guard enforces: the launcher steps in only if the guard hangs
 
 
 def _alive(pid: int) -> bool:
@@ -51,9 +52,13 @@ def job_process(status: dict, cell_dir: Path) -> int | None:
 
 def stop_group(pid: int, grace_s: float = KILL_GRACE_S) -> None:
     """SIGTERM a job's process group (it records why), SIGKILL it if it outlives the grace period."""
+    try:
+        group = os.getpgid(pid)  # the job's guard leads the group: stop both
+    except ProcessLookupError:
+        return
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
-            os.killpg(pid, sig)
+            os.killpg(group, sig)
         except (ProcessLookupError, PermissionError):
             return
         deadline = time.monotonic() + grace_s
@@ -146,10 +151,11 @@ class LocalLauncher(Launcher):
                       **({"shared_node": True} if shared else {}))
         with open(folder / LOG_FILE, "ab") as log:
             # A session of its own: Ctrl-C reaches us, not the job, and a kill takes its whole group.
-            process = subprocess.Popen([self.python, "-m", "jobs.run", str(folder)], cwd=folder, env=env,
+            # The guard runs the job, enforces its timeout and writes its final status, even if this sweep dies.
+            process = subprocess.Popen([self.python, "-m", "jobs.guard", str(folder)], cwd=folder, env=env,
                                        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        start_new_session=True)
-            deadline = time.monotonic() + self.timeout_s
+            deadline = time.monotonic() + self.timeout_s + BACKSTOP_S  # only if the guard itself hangs
             try:
                 while process.poll() is None:
                     if time.monotonic() > deadline:
