@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 
 from jobs.records import FINAL_STATES, atomic_write_json, now_iso, read_json, update_status
 from orchestrator.errors import UserError
-from orchestrator.launchers import Launcher, refuse_control_characters
+from orchestrator.launchers import Launcher, command_timeout_s, refuse_control_characters
 from orchestrator.lifecycle import write_submitted
 from orchestrator.nodes import node_types
 from orchestrator.store import snapshot_code
@@ -127,7 +127,8 @@ def _q(value) -> str:
 
 
 def run_command(args: list, timeout: float = 60) -> subprocess.CompletedProcess:
-    """A scheduler command, as an argument list: no shell ever sees a sweep value."""
+    """A scheduler command, as an argument list: no shell ever sees a sweep value. Bounded: a hung one is reported."""
+    timeout = command_timeout_s(timeout)
     try:
         return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout)
     except FileNotFoundError:
