@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import time
-
 from pathlib import Path
 
 from jobs.records import FINAL_STATES, IN_FLIGHT_STATES, LOG_FILE, describe_exit, log_tail, update_status
@@ -62,10 +61,20 @@ def stop_group(pid: int, grace_s: float = KILL_GRACE_S) -> None:
         except (ProcessLookupError, PermissionError):
             return
         deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and _alive(pid):
+        while time.monotonic() < deadline and _group_alive(group):  # the guard writes last: wait for it too
             time.sleep(0.1)
-        if not _alive(pid):
+        if not _group_alive(group):
             return
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class LocalLauncher(Launcher):
@@ -96,7 +105,7 @@ class LocalLauncher(Launcher):
             self.run_one(campaign, cell, progress)
 
     def refresh(self, campaign, cells: list) -> None:
-        """A local job lives in its sweep: once its process is gone, an in-flight cell has failed."""
+        """Once a local job's process is gone (its guard writes a final status), an in-flight cell has failed."""
         if campaign.is_locked():
             return  # a live sweep is watching its own cells
         for cell in cells:
@@ -148,7 +157,7 @@ class LocalLauncher(Launcher):
         progress.start(cell.label)
         # Before the start, so the job's own "running" (with its pid) always comes after.
         lifecycle.mark_submitted(folder, attempts=attempt, launcher=self.name, host=socket.gethostname(),
-                      **({"shared_node": True} if shared else {}))
+                                 **({"shared_node": True} if shared else {}))
         with open(folder / LOG_FILE, "ab") as log:
             # A session of its own: Ctrl-C reaches us, not the job, and a kill takes its whole group.
             # The guard runs the job, enforces its timeout and writes its final status, even if this sweep dies.
