@@ -239,7 +239,8 @@ def host_lock_path() -> Path:
     configured = os.environ.get(HOST_LOCK_ENV)
     if configured:
         return Path(configured)
-    return Path(tempfile.gettempdir()) / f"benchmark-tracker-measuring-{os.getuid()}.lock"
+    # One per host, not per user: two users' measurements corrupt each other just the same.
+    return Path(tempfile.gettempdir()) / "benchmark-tracker-measuring.lock"
 
 
 @contextmanager
@@ -251,7 +252,12 @@ def host_lock(campaign, wait: bool = True, stream=None):
     stream = stream or sys.stderr
     path = host_lock_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+")
+    try:
+        handle = open(path, "a+")
+        if path.stat().st_uid == os.getuid():
+            os.chmod(path, 0o666)  # other users' sweeps must be able to take it too
+    except PermissionError:  # another user's lock file: flock works on a read-only handle (no holder line)
+        handle = open(path, "r")
     said = False
     while True:
         try:
@@ -271,15 +277,18 @@ def host_lock(campaign, wait: bool = True, stream=None):
                 stream.flush()
                 said = True
             time.sleep(HOST_LOCK_POLL_S)
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"campaign {campaign.root}, pid {os.getpid()} on {socket.gethostname()} since {now_iso()}\n")
-    handle.flush()
+    writable = handle.writable()
+    if writable:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"campaign {campaign.root}, pid {os.getpid()} on {socket.gethostname()} since {now_iso()}\n")
+        handle.flush()
     try:
         yield
     finally:
-        handle.seek(0)
-        handle.truncate()
+        if writable:
+            handle.seek(0)
+            handle.truncate()
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
 

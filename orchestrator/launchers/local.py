@@ -13,7 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from jobs.records import FINAL_STATES, IN_FLIGHT_STATES, LOG_FILE, describe_exit, log_tail, update_status
+from jobs.records import (FINAL_STATES, IN_FLIGHT_STATES, JOB_FILE, LOG_FILE, atomic_write_json, describe_exit,
+                          log_tail, now_iso, read_json, update_status)
 from orchestrator import lifecycle
 from orchestrator.errors import UserError
 from orchestrator.launchers import Launcher
@@ -34,19 +35,32 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def job_process(status: dict, cell_dir: Path) -> int | None:
-    """The pid of this cell's job when it still runs on this host (a sweep killed under it left it), else None.
-
-    Checked against the process's command line: a pid reused by another program is not our job.
-    """
-    pid = status.get("pid")
-    if pid is None or status.get("host") != socket.gethostname() or not _alive(pid):
-        return None
+def _runs(pid, module: str, cell_dir: Path) -> bool:
+    """Whether `pid` is `python -m <module> <cell_dir>` here: a pid reused by another program is not our job."""
+    if not isinstance(pid, int) or not _alive(pid):
+        return False
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
+        return False
+    return module.encode() in argv and str(cell_dir).encode() in argv
+
+
+def job_process(status: dict, cell_dir: Path) -> int | None:
+    """A pid of this cell's job (its guard, else the measurement) when it still runs on this host, else None.
+
+    A sweep killed under its cell leaves the job to its guard; the next sweep finds it here.
+    """
+    if status.get("host") not in (None, socket.gethostname()):
         return None
-    return pid if b"jobs.run" in argv and str(cell_dir).encode() in argv else None
+    try:
+        job = read_json(cell_dir / JOB_FILE)
+    except (OSError, ValueError):
+        job = {}
+    if job.get("host") == socket.gethostname() and _runs(job.get("guard_pid"), "jobs.guard", cell_dir):
+        return job["guard_pid"]
+    pid = status.get("pid")
+    return pid if status.get("host") == socket.gethostname() and _runs(pid, "jobs.run", cell_dir) else None
 
 
 def stop_group(pid: int, grace_s: float = KILL_GRACE_S) -> None:
@@ -164,6 +178,9 @@ class LocalLauncher(Launcher):
             process = subprocess.Popen([self.python, "-m", "jobs.guard", str(folder)], cwd=folder, env=env,
                                        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        start_new_session=True)
+            # This attempt's job record, by the launcher side only (the next sweep finds a guard left running).
+            atomic_write_json(folder / JOB_FILE, {"launcher": self.name, "attempt": attempt, "guard_pid": process.pid,
+                                                  "host": socket.gethostname(), "started_at": now_iso()})
             deadline = time.monotonic() + self.timeout_s + BACKSTOP_S  # only if the guard itself hangs
             try:
                 while process.poll() is None:

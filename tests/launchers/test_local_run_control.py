@@ -121,6 +121,9 @@ def test_rerun_after_sweep_was_killed_stops_the_orphan_and_records_every_attempt
     status = statuses(campaign)[cell_id]
     assert status["attempts"] == 2
     assert status["history"][-1]["reason"].startswith("its sweep was killed; the job left running")
+    folder = campaign / "cells" / cell_id  # one job record per attempt, the earlier ones set aside
+    assert json.loads((folder / "attempts" / "1" / "job.json").read_text())["attempt"] == 1
+    assert json.loads((folder / "job.json").read_text())["attempt"] == 2
 
 
 def test_one_measurement_per_host(sweep_file, tmp_path, host_lock):

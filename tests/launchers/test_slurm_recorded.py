@@ -89,6 +89,7 @@ def test_a_live_job_is_left_alone_and_an_unanswered_query_judges_nothing(tmp_pat
     campaign, cells = slurm_campaign(tmp_path, ["43"])
     follow.refresh(campaign)
     assert read_status(campaign.cell_dir(cells["43"].id))["state"] == "submitted"
-    fake(slurm_fakes, "squeue", text="slurm_load_jobs error: Unable to contact slurm controller (connect failure)", rc=1)
+    down = "slurm_load_jobs error: Unable to contact slurm controller (connect failure)"
+    fake(slurm_fakes, "squeue", text=down, rc=1)
     follow.refresh(campaign)
     assert read_status(campaign.cell_dir(cells["43"].id))["state"] == "submitted"
