@@ -21,6 +21,7 @@ import math
 import os
 import re
 import shlex
+import shutil
 import socket
 import sys
 import time
@@ -29,9 +30,10 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, field_validator
 
-from jobs.records import FINAL_STATES, LOG_FILE, STATUS_FILE, atomic_write_json, read_status, update_status
+from jobs.records import FINAL_STATES, LOG_FILE, STATUS_FILE, atomic_write_json, log_tail, update_status
+from orchestrator import lifecycle
 from orchestrator.errors import UserError
-from orchestrator.launchers import Launcher
+from orchestrator.launchers import Launcher, SchedulerUnreachable, command_timeout_s, refuse_control_characters
 from orchestrator.nodes import ROOT, node_types
 from orchestrator.store import snapshot_code
 
@@ -44,7 +46,7 @@ PENDING_STATES = {"Waiting", "Hold", "toLaunch", "toAckReservation", "Launching"
 ALIVE_STATES = PENDING_STATES | {"Running", "Finishing", "Suspended", "Resuming"}
 ENDED_STATES = {"Terminated", "Error", "toError"}
 SUBMIT_CONCURRENCY = 4
-COMMAND_TIMEOUT_S = 60.0
+COMMAND_TIMEOUT_S = command_timeout_s(60.0)
 STATUS_GRACE_S = 5.0        # a job that just ended may still be writing its final status (NFS)
 SUBMIT_GRACE_S = 300.0      # a `submitted` cell with no job id after this long lost its submission
 MAX_QUERY_FAILURES = 5      # consecutive failed oarstat calls before `wait` gives up
@@ -277,7 +279,18 @@ class OarLauncher(Launcher):
         self._query_failures = 0
 
     # --- before anything runs ------------------------------------------------------------
+    def check_campaign(self, root) -> None:
+        """OAR's command line takes plain paths only: refused before sweep.yaml, the manifest or cells/ exist."""
+        refuse_control_characters({"campaign folder": root}, "an OAR job")
+        if not SAFE_PATH.match(str(Path(root).resolve())):
+            raise UserError(f"campaign folder {Path(root).resolve()} has characters that cannot go into an OAR "
+                            "command line", ["use an output folder made of letters, digits and _./+@:,=%~- only"])
+
     def check(self, cells: list) -> None:
+        if not shutil.which("oarsub"):
+            raise UserError("launcher oar: `oarsub` is not on PATH",
+                            ["run the sweep on an OAR frontend (a Grid'5000 site's frontend), "
+                             "or `launcher: local` on this machine; nothing was written"])
         types = node_types()
         problems = []
         site = None
@@ -334,6 +347,8 @@ class OarLauncher(Launcher):
         walltime = self.walltime_s(node)
         # OAR SIGKILLs a job at its walltime; ask for a SIGTERM first, so that the job records why it stopped.
         warning_s = min(max(15, walltime - int(math.ceil(self.spec.sweep.timeout_s))), max(1, walltime // 4))
+        refuse_control_characters({"oar types": types, "oar properties": filters, "oar queue": queue,
+                                   "oar project": self.options.project, "cell folder": folder}, "an oarsub command")
         return execo_g5k.OarSubmission(
             resources="host=1", walltime=walltime, job_type=types,
             additional_options=f"--checkpoint={warning_s} --signal=15",
@@ -343,6 +358,10 @@ class OarLauncher(Launcher):
 
     def job_script(self, cell, folder: Path, code: Path = ROOT) -> str:
         node = node_types()[cell.node_type]
+        # Defense in depth (the sweep's values are checked at load): nothing may end a line of the script.
+        refuse_control_characters({"cell folder": folder, "code folder": code, "oar.python": self.python,
+                                   "oar.kwollect_url": self.options.kwollect_url, "site": node.extra.get("site"),
+                                   "cell label": cell.label}, "an OAR job script")
         q = shlex.quote
         lines = [
             "#!/bin/sh",
@@ -382,10 +401,16 @@ class OarLauncher(Launcher):
         by_cluster = {}
         for cell in cells:
             by_cluster.setdefault(node_types()[cell.node_type].extra["cluster"], []).append(cell)
+        submitted = 0
         for cluster, group in sorted(by_cluster.items()):
             progress.stream.write(f"oar: submitting {len(group)} cell(s) to cluster {cluster}\n")
             for start in range(0, len(group), SUBMIT_CONCURRENCY):
-                self._submit_batch(campaign, group[start:start + SUBMIT_CONCURRENCY], progress)
+                try:
+                    submitted += self._submit_batch(campaign, group[start:start + SUBMIT_CONCURRENCY], progress)
+                except SchedulerUnreachable as exc:
+                    raise SchedulerUnreachable(str(exc), [f"{submitted} of {len(cells)} cell(s) were submitted "
+                                                          "before; none after. Rerun the same command when OAR "
+                                                          "answers again"]) from None
 
     def _skip_alive(self, campaign, cells: list, progress) -> list:
         """Resume: a cell whose OAR job is still queued or running is not submitted again."""
@@ -423,10 +448,15 @@ class OarLauncher(Launcher):
             spec = self.submission(cell, folder)
             command = get_oarsub_commandline(spec)
             # Before oarsub, so that the job's own `running` always comes after.
-            update_status(folder, "submitted", attempts=attempt, launcher=self.name, host=socket.gethostname(),
+            lifecycle.mark_submitted(folder, attempts=attempt, launcher=self.name, host=socket.gethostname(),
                           oarsub=command)
             processes.append((cell, folder, command, _run(command)))
         _finish([p for *_, p in processes])
+        if all(p.error or p.timeouted for *_, p in processes):  # not one answer: OAR is unreachable
+            for cell, folder, command, process in processes:
+                update_status(folder, "failed", interrupted=True, reason=f"not submitted: {_no_answer(process)}")
+            raise SchedulerUnreachable(f"OAR is unreachable: {_no_answer(processes[0][3])}")
+        submitted = 0
         for cell, folder, command, process in processes:
             if process.error or process.timeouted:
                 job_id, reason = None, f"oarsub could not run: {process.error_reason or 'timed out'}"
@@ -441,17 +471,11 @@ class OarLauncher(Launcher):
                 progress.finish(cell.label, "failed", status["reason"], timed=False)
                 continue
             atomic_write_json(folder / JOB_RECORD, {"job_id": job_id, "submitted_at": time.time(), "command": command})
-            self._record_job_id(folder, job_id)
+            lifecycle.record_job_id(folder, job_id)
             progress.stream.write(f"SUBMIT {cell.label}: OAR job {job_id}\n")
+            submitted += 1
         progress.stream.flush()
-
-    @staticmethod
-    def _record_job_id(folder: Path, job_id: int) -> None:
-        """Add the job id to the status without touching its state (the job may already have started)."""
-        status = read_status(folder)
-        if status.get("state") == "submitted" and "job_id" not in status:
-            status["job_id"] = job_id
-            atomic_write_json(folder / STATUS_FILE, status)
+        return submitted
 
     @staticmethod
     def _job_id(campaign, cell):
@@ -477,8 +501,6 @@ class OarLauncher(Launcher):
             if self._query_failures >= MAX_QUERY_FAILURES:
                 raise UserError(f"OAR did not answer {self._query_failures} times in a row: {exc}") from None
             return
-        from orchestrator.launchers.local import log_tail
-
         # A job that ended moments ago may still be showing its final status (shared file systems): one wait.
         stops = [(info.get(str(j)) or {}).get("stopTime") or 0 for j in jobs.values() if j is not None]
         recent = [stop for stop in stops if stop and time.time() - stop < STATUS_GRACE_S]
@@ -538,6 +560,12 @@ class OarLauncher(Launcher):
             job = f" (OAR job {jobs[cell.id]} deleted)" if jobs[cell.id] is not None else ""
             update_status(campaign.cell_dir(cell.id), "failed", reason=f"cancelled by the user{job}",
                           cancelled=True, job_id=jobs[cell.id])
+
+
+def _no_answer(process) -> str:
+    if process.timeouted:
+        return f"oarsub gave no answer in {COMMAND_TIMEOUT_S:g} s"
+    return f"oarsub could not run: {process.error_reason or 'no reason given'}"
 
 
 def _props(command: str) -> str:

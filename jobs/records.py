@@ -23,10 +23,17 @@ STATUS_FILE = "status.json"
 RESULT_FILE = "result.json"
 EMISSIONS_FILE = "emissions.csv"
 LOG_FILE = "job.log"
+PHASE_FILE = "phase.json"
+JOB_FILE = "job.json"  # the current attempt's job (launcher, job id, pid): written by the launcher side only
 
 STATES = ("pending", "submitted", "running", "done", "failed", "skipped")
 # skipped: an adaptive repetition the precision target made unnecessary (reason says why).
 FINAL_STATES = ("done", "failed", "skipped")
+# Open: a job may still be working on the cell (or the sweep will start it).
+OPEN_STATES = ("pending", "submitted", "running")
+IN_FLIGHT_STATES = ("submitted", "running")
+# What a job moves through (phase.json, for progress lines; never the cell's state).
+PHASES = ("idle", "build", "warmup", "window", "post")
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -44,7 +51,10 @@ def atomic_write(path: Path, write, fsync: bool = True) -> None:
     version in place. `fsync=False` for bulk writes another durable record covers.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # disk full, folder gone: name the file the caller meant, not a temp name
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     os.close(fd)
     try:
         write(tmp)
@@ -53,11 +63,13 @@ def atomic_write(path: Path, write, fsync: bool = True) -> None:
                 os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide results from the team
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise
 
 
@@ -108,6 +120,26 @@ def update_status(cell_dir: Path, state: str, **fields: Any) -> dict:
         status.pop("reason", None)
     atomic_write_json(Path(cell_dir) / STATUS_FILE, status)
     return status
+
+
+def write_phase(cell_dir: Path, phase: str) -> None:
+    """Say where the job is (`idle`, `build`, `warmup`, `window`, `post`) in phase.json, atomically.
+
+    Only for progress displays: it never touches status.json, whose writers are the lifecycle and the guard.
+    """
+    if phase not in PHASES:
+        raise ValueError(f"unknown phase {phase!r}; phases: {', '.join(PHASES)}")
+    atomic_write_text(Path(cell_dir) / PHASE_FILE, json.dumps({"phase": phase, "at": now_iso()}) + "\n",
+                      fsync=False)
+
+
+def read_phase(cell_dir: Path) -> dict | None:
+    """The job's last phase record ({phase, at}), or None when it wrote none (or it is being replaced)."""
+    try:
+        record = read_json(Path(cell_dir) / PHASE_FILE)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("phase") in PHASES else None
 
 
 def describe_exit(returncode: int) -> str:

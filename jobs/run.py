@@ -48,6 +48,8 @@ def main(argv: list | None = None) -> int:
           f"{cell['params']['subtest']}) on {socket.gethostname()}, pid {os.getpid()}", flush=True)
     record = {"schema_version": RESULT_SCHEMA_VERSION, "cell_id": cell["id"], "campaign": cell["campaign"],
               "params": cell["params"], "started_at": started}
+    if os.environ.get("BENCHMARK_TRACKER_SHARED_NODE"):  # --allow-concurrent: another campaign may share the node
+        record["shared_node"] = True
     try:
         if cell["params"].get("backend", "tensorflow") == "tensorflow":
             from jobs.tf_startup import import_tensorflow

@@ -51,12 +51,25 @@ def cmd_expand(args) -> int:
 def cmd_sweep(args) -> int:
     from orchestrator.sweep import run_sweep
 
-    outcome = run_sweep(args.sweep, output=args.output, rerun_failed=args.rerun_failed, force=args.force)
-    if outcome.interrupted:
+    outcome = run_sweep(args.sweep, output=args.output, rerun_failed=args.rerun_failed, force=args.force,
+                        wait_for_host=not args.no_wait, allow_concurrent=args.allow_concurrent)
+    if outcome.storage_error:
+        print(f"error: {outcome.storage_error}; free space (or restore the folder), then rerun the same command "
+              "to resume", file=sys.stderr)
+    elif outcome.interrupted:
         print(f"interrupted; rerun the same command to resume ({outcome.campaign.root})", file=sys.stderr)
+    elif outcome.cancelled:
+        print(f"cancelled; rerun the same command to resume ({outcome.campaign.root})", file=sys.stderr)
     elif outcome.submitted_only:
-        print(f"submitted {outcome.ran} cell(s); follow with `benchmark-tracker wait {outcome.campaign.root}`, "
-              f"then `benchmark-tracker collect {outcome.campaign.root}`")
+        if outcome.scheduler_down:
+            print(f"error: {outcome.scheduler_down}", file=sys.stderr)
+        if outcome.submitted < outcome.ran:
+            print(f"error: {outcome.ran - outcome.submitted} of {outcome.ran} cell(s) were not submitted "
+                  f"(`benchmark-tracker status -v {outcome.campaign.root}` says why; rerun the same command to "
+                  "submit them)", file=sys.stderr)
+        if outcome.submitted:
+            print(f"submitted {outcome.submitted} cell(s); follow with `benchmark-tracker wait "
+                  f"{outcome.campaign.root}`, then `benchmark-tracker collect {outcome.campaign.root}`")
     elif outcome.ran:
         from orchestrator.collect import collect
 
@@ -109,10 +122,12 @@ def cmd_status(args) -> int:
     if getattr(args, "json", False) or args.verbose:
         from orchestrator.overview import campaign_overview, overview_lines
 
-        follow.refresh(campaign)
+        from orchestrator.lifecycle import campaign_exit_code
+
+        _, cells = follow.refresh(campaign)
         overview = campaign_overview(campaign.root)
         print(json.dumps(overview, indent=2) if args.json else "\n".join(overview_lines(overview, verbose=True)))
-        return 0
+        return campaign_exit_code(campaign, cells)  # 1 when any cell failed, as without -v
     statuses = {}  # read once, shared by the refresh and the counts
     _, cells = follow.refresh(campaign, statuses)
     for node_type, counts in sorted(follow.counts_by_node_type(campaign, cells, statuses).items()):
@@ -124,7 +139,9 @@ def cmd_status(args) -> int:
             status = campaign.status(cell.id)
             if status["state"] == "failed":
                 print(f"{cell.id} {cell.label}: {status.get('reason')}")
-    return 0
+    from orchestrator.lifecycle import campaign_exit_code
+
+    return campaign_exit_code(campaign, cells)  # 1 when any cell failed: scripts see it
 
 
 def cmd_wait(args) -> int:
@@ -265,6 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="results folder (default: the sweep's `output`)")
     p.add_argument("--rerun-failed", action="store_true", help="run failed cells again")
     p.add_argument("--force", action="store_true", help="run every cell again, done ones included")
+    p.add_argument("--no-wait", action="store_true",
+                   help="refuse (exit 2) instead of waiting when this host is measuring another campaign")
+    p.add_argument("--allow-concurrent", action="store_true",
+                   help="unmetered debugging: run beside another campaign on this host; its cells are marked "
+                        "shared-node")
     p.set_defaults(func=cmd_sweep)
 
     p = verbs.add_parser("collect", help="build results.csv/.parquet and summary.csv for a campaign")
@@ -276,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep cells whose energy reading is marked invalid in summary.csv")
     p.set_defaults(func=cmd_collect)
 
-    p = verbs.add_parser("status", help="count a campaign's cells by state and node type")
+    p = verbs.add_parser("status", help="count a campaign's cells by state and node type (exit 1 if any failed)")
     p.add_argument("campaign")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="list failed cells with their reasons, and the meter notes (why a number is an estimate)")
@@ -370,15 +392,22 @@ def main(argv: list | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:
         # `benchmark-tracker ... | head`: the reader left. Point stdout at /dev/null so the interpreter's
         # final flush does not raise again, and end quietly.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+    except OSError as exc:  # disk full, a folder deleted under us: a clear line, not a traceback
+        from orchestrator.lifecycle import describe_os_error
+
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP to a sweep, outside a cell
+        from orchestrator.lifecycle import interrupt_exit_code
+
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return interrupt_exit_code(exc)
 
 
 if __name__ == "__main__":

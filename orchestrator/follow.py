@@ -10,6 +10,7 @@ import time
 from collections import Counter
 
 from jobs.records import CELL_FILE, FINAL_STATES, read_json
+from orchestrator import lifecycle
 from orchestrator.errors import UserError
 from orchestrator.launchers import launcher_class
 from orchestrator.matrix import Cell
@@ -103,8 +104,11 @@ def wait(campaign: Campaign, poll_s: float = 10.0, timeout_s: float | None = Non
 
 
 def cancel(campaign: Campaign) -> int:
+    """Stop the campaign: a running sweep starts no more cells, open ones are stopped and recorded cancelled."""
     launcher, cells = reattach(campaign)
-    pending = open_cells(campaign, cells)
-    if pending:
-        launcher.cancel(campaign, pending)
+    with lifecycle.cancel_lock(campaign):  # a second `cancel` at once waits, then finds nothing open
+        lifecycle.request_cancel(campaign)
+        pending = open_cells(campaign, cells)
+        if pending:
+            launcher.cancel(campaign, pending)
     return len(pending)

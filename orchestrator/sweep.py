@@ -12,12 +12,14 @@ whose need is known now, and rerunning the command submits the next ones.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 from jobs.records import FINAL_STATES, update_status
+from orchestrator import lifecycle
 from orchestrator.errors import UserError
-from orchestrator.launchers import pick_launcher
+from orchestrator.launchers import SchedulerUnreachable, pick_launcher
 from orchestrator.matrix import expand, max_repetitions
 from orchestrator.nodes import energy_factors, node_types
 from orchestrator.precision import group_key, metric_value, needs_more, order_round, relative_half_width
@@ -35,12 +37,20 @@ class SweepOutcome:
     failed: int
     interrupted: bool = False
     submitted_only: bool = False  # a scheduler runs the cells: follow with `wait`
+    campaign_failed: int = 0      # failed cells of the whole campaign, skipped ones included
+    interrupt_exit_code: int = 130
+    submitted: int = 0            # cells that reached their scheduler this run
+    cancelled: bool = False       # a `cancel` stopped this sweep
+    scheduler_down: str | None = None  # the scheduler stopped answering: submissions stopped there
+    storage_error: str | None = None   # a campaign file could not be written: the sweep stopped there
 
     @property
     def exit_code(self) -> int:
         if self.interrupted:
-            return 130
-        return 1 if self.failed else 0
+            return self.interrupt_exit_code
+        if self.storage_error:
+            return 1
+        return 1 if self.failed or self.campaign_failed else 0
 
 
 def select_cells(campaign: Campaign, cells: list, rerun_failed: bool, force: bool,
@@ -60,8 +70,8 @@ def select_cells(campaign: Campaign, cells: list, rerun_failed: bool, force: boo
             chosen.append(cell)
         elif status["state"] == "done":
             done += 1
-        elif status["state"] == "failed" and not (rerun_failed or status.get("interrupted")):
-            failed += 1  # an interruption is not the cell's fault: it always resumes
+        elif status["state"] == "failed" and not (rerun_failed or lifecycle.resumable(status)):
+            failed += 1  # an interruption or a cancel is not the cell's fault: it always resumes
         else:
             chosen.append(cell)
     return chosen, done, failed
@@ -98,8 +108,19 @@ def _adaptive_skip(campaign: Campaign, cells: list, by_group: dict, policy, roun
     return needed, undecided
 
 
+def _chosen_again(campaign, cells: list, rerun_failed: bool, force: bool) -> list:
+    """Final cells this run will run again (forced, or failed and rerun): they go back to pending first."""
+    out = []
+    for cell in cells:
+        status = campaign.status(cell.id)
+        if status["state"] == "done" and force or status["state"] == "failed" and (
+                force or rerun_failed or lifecycle.resumable(status)):
+            out.append(cell.id)
+    return out
+
+
 def run_sweep(sweep_arg: str, output: str | None = None, rerun_failed: bool = False, force: bool = False,
-              progress_stream=None) -> SweepOutcome:
+              progress_stream=None, wait_for_host: bool = True, allow_concurrent: bool = False) -> SweepOutcome:
     spec = load_sweep(sweep_arg)
     sweep = spec.sweep
     expansion = expand(spec)
@@ -110,15 +131,17 @@ def run_sweep(sweep_arg: str, output: str | None = None, rerun_failed: bool = Fa
     launcher = pick_launcher(spec)
     launcher.check(expansion.cells)
     root = Path(output or sweep.output)
+    campaign = Campaign(root / sweep.name)
+    launcher.check_campaign(campaign.root)  # e.g. a folder name OAR refuses: before anything is written
     check_writable(root)
 
-    campaign = Campaign(root / sweep.name)
     policy = None if isinstance(sweep.matrix.repetitions, int) else sweep.matrix.repetitions
     by_group = {}
     for cell in expansion.cells:
         by_group.setdefault(group_key(cell), []).append(cell)
 
-    with campaign.lock():
+    with lifecycle.signals_interrupt(), campaign.lock():
+        lifecycle.clear_cancel(campaign)
         campaign.freeze_sweep(spec.text)
         campaign.write_manifest(sweep.name, spec.text, launcher.name, expansion.cells)
         for cell in expansion.cells:
@@ -127,33 +150,55 @@ def run_sweep(sweep_arg: str, output: str | None = None, rerun_failed: bool = Fa
             in_flight = [c for c in expansion.cells if campaign.status(c.id)["state"] in ("submitted", "running")]
             if in_flight:
                 launcher.refresh(campaign, in_flight)
+        lifecycle.queue(campaign, _chosen_again(campaign, expansion.cells, rerun_failed, force))
         planned = select_cells(campaign, expansion.cells, rerun_failed, force, skip_in_flight=not launcher.blocking)[0]
         progress = Progress(0, progress_stream, expected=len(planned),
                             cell_estimate=cell_estimate_s(planned, sweep.energy.idle_s, sweep.energy.idle_reuse_s))
-        ran, skipped_done, skipped_failed, interrupted = [], 0, 0, False
+        launcher.allow_concurrent = allow_concurrent
+        # Cells measured here hold this host's lock; a scheduler's exclusive node allocation is its lock.
+        measuring = (lifecycle.host_lock(campaign, wait_for_host, progress.stream)
+                     if launcher.blocking and not allow_concurrent else nullcontext())
+        ran, skipped_done, skipped_failed, interrupted, interrupt, down = [], 0, 0, False, None, None
+        storage = None
         try:
-            for round_index in range(max_repetitions(sweep)):
-                cells = [c for c in expansion.cells if c.repetition == round_index]
-                if policy is not None and round_index >= policy.min:
-                    cells, undecided = _adaptive_skip(campaign, cells, by_group, policy, round_index)
-                    if undecided:  # a scheduler is still running earlier rounds: the next run decides
+            with measuring:
+                for round_index in range(max_repetitions(sweep)):
+                    cells = [c for c in expansion.cells if c.repetition == round_index]
+                    if policy is not None and round_index >= policy.min:
+                        cells, undecided = _adaptive_skip(campaign, cells, by_group, policy, round_index)
+                        if undecided:  # a scheduler is still running earlier rounds: the next run decides
+                            break
+                    todo, done, failed = select_cells(campaign, cells, rerun_failed, force,
+                                                      skip_in_flight=not launcher.blocking)
+                    skipped_done, skipped_failed = skipped_done + done, skipped_failed + failed
+                    progress.total += len(todo)
+                    order = order_round(todo, sweep.order.shuffle, sweep.order.seed, round_index)
+                    ran.extend(todo)
+                    try:
+                        launcher.launch(campaign, order, progress)
+                    except SchedulerUnreachable as exc:  # one rule for every scheduler: stop submitting here
+                        down = exc
                         break
-                todo, done, failed = select_cells(campaign, cells, rerun_failed, force,
-                                                  skip_in_flight=not launcher.blocking)
-                skipped_done, skipped_failed = skipped_done + done, skipped_failed + failed
-                progress.total += len(todo)
-                launcher.launch(campaign, order_round(todo, sweep.order.shuffle, sweep.order.seed, round_index),
-                                progress)
-                ran.extend(todo)
-                if not launcher.blocking and policy is not None and round_index + 1 >= policy.min:
-                    break  # later rounds depend on results the scheduler has not produced yet
-        except KeyboardInterrupt:
-            interrupted = True
+                    if not launcher.blocking and policy is not None and round_index + 1 >= policy.min:
+                        break  # later rounds depend on results the scheduler has not produced yet
+                    if lifecycle.cancel_requested(campaign):
+                        break
+        except KeyboardInterrupt as exc:
+            interrupted, interrupt = True, exc
+        except lifecycle.StorageError as exc:
+            storage = str(exc)
+        except OSError as exc:
+            storage = f"the sweep stopped: {lifecycle.describe_os_error(exc)}"
         if skipped_done or skipped_failed:
             hint = " (--rerun-failed runs them again)" if skipped_failed else ""
             progress.stream.write(f"campaign {campaign.root}: {skipped_done} done and {skipped_failed} failed "
                                   f"cells skipped{hint}\n")
         progress.close()
     failed = sum(1 for c in ran if campaign.status(c.id)["state"] == "failed")
+    submitted = sum(1 for c in ran if campaign.status(c.id)["state"] in ("submitted", "running", "done"))
     return SweepOutcome(campaign, len(ran), skipped_done, skipped_failed, failed, interrupted,
-                        submitted_only=not launcher.blocking)
+                        submitted_only=not launcher.blocking,
+                        campaign_failed=sum(1 for c in expansion.cells if campaign.status(c.id)["state"] == "failed"),
+                        interrupt_exit_code=lifecycle.interrupt_exit_code(interrupt), submitted=submitted,
+                        cancelled=lifecycle.cancel_requested(campaign),
+                        scheduler_down=None if down is None else str(down), storage_error=storage)

@@ -26,6 +26,13 @@ def run_cli(*args, timeout: float = 600, **kwargs) -> subprocess.CompletedProces
                           text=True, timeout=timeout, env=env, cwd=kwargs.get("cwd", ROOT))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_host_lock(tmp_path_factory):
+    """The suite's own per-host measurement lock: another checkout's tests on this machine never make ours wait
+    (within the suite, local sweeps still take turns, as they must)."""
+    os.environ.setdefault("BENCHMARK_TRACKER_HOST_LOCK", str(tmp_path_factory.mktemp("host-lock") / "host.lock"))
+
+
 @pytest.fixture
 def sweep_file(tmp_path):
     return lambda text, name="sweep.yaml": write_sweep(tmp_path, text, name)

@@ -67,7 +67,19 @@ def test_sweep_to_table_and_resume(sweep_file, tmp_path):
     assert all(s["attempts"] == 1 for s in statuses(campaign))
 
     status = run_cli("status", campaign)
-    assert status.stdout.strip() == "local: 2 done"
+    assert status.stdout.strip() == "local: 2 done" and status.returncode == 0
+
+    # --force: while it runs, status and wait see the attempt under way, never the previous result.
+    forced = start_cli("sweep", sweep, "--output", out, "--force")
+    wait_for(lambda: running_pid(campaign))
+    during = run_cli("status", campaign)
+    assert "done" not in during.stdout and "1 running" in during.stdout and "1 pending" in during.stdout, during
+    assert run_cli("wait", campaign, "--poll", "0.2", "--timeout", "1").returncode == 3  # still measuring
+    _, err = forced.communicate(timeout=300)
+    assert forced.returncode == 0, err
+    for s in statuses(campaign):
+        assert s["state"] == "done" and s["attempts"] == 2 and s["history"][-1]["state"] == "done"
+    assert all((c / "attempts" / "1" / "result.json").exists() for c in campaign.glob("cells/*"))
 
 
 def test_killed_job_is_failed_with_reason_and_rerun_completes_it(sweep_file, tmp_path):
@@ -84,7 +96,9 @@ def test_killed_job_is_failed_with_reason_and_rerun_completes_it(sweep_file, tmp
     assert pd.read_csv(out / "kill" / "results.csv")["state"].tolist() == ["failed"]
 
     plain = run_cli("sweep", sweep, "--output", out)
-    assert plain.returncode == 0 and "1 failed cells skipped (--rerun-failed runs them again)" in plain.stderr
+    # The campaign still has a failed cell: a cron job must not see success.
+    assert plain.returncode == 1 and "1 failed cells skipped (--rerun-failed runs them again)" in plain.stderr
+    assert run_cli("status", out / "kill").returncode == 1
     rerun = run_cli("sweep", sweep, "--rerun-failed", "--output", out)
     assert rerun.returncode == 0, rerun.stderr
     [status] = statuses(out / "kill")
