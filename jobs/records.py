@@ -5,10 +5,12 @@ dependency beyond the standard library so that both sides can read it cheaply.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
 import socket
+import stat
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -81,9 +83,50 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
+MAX_BYTES = 256 * 1024 * 1024  # a result table of 10^6 rows fits; a runaway file does not fill memory
+
+
+class UnsafeFile(OSError):
+    """The path exists but is not a plain regular file we may read."""
+
+
+def read_bytes(path: Path, max_bytes: int = MAX_BYTES) -> bytes:
+    """The file's bytes; FileNotFoundError when absent, UnsafeFile for links, FIFOs, folders, devices."""
+    path = Path(path)
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeFile(errno.ELOOP, "is a symbolic link (not followed)", str(path)) from None
+        if exc.errno == errno.ENXIO:  # a socket, or a FIFO on some systems
+            raise UnsafeFile(exc.errno, "is not a regular file", str(path)) from None
+        raise UnsafeFile(exc.errno, exc.strerror or str(exc), str(path)) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = ("a directory" if stat.S_ISDIR(info.st_mode) else "a FIFO" if stat.S_ISFIFO(info.st_mode)
+                    else "not a regular file")
+            raise UnsafeFile(errno.EINVAL, f"is {kind}" if kind.startswith("a ") else f"is {kind}", str(path))
+        if info.st_size > max_bytes:
+            raise UnsafeFile(errno.EFBIG, f"is larger than {max_bytes} bytes", str(path))
+        chunks, left = [], max_bytes + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    """Parsed JSON, read without following links or blocking (a FIFO or a link loop is UnsafeFile, an OSError)."""
+    return json.loads(read_bytes(path).decode("utf-8"))
 
 
 def read_status(cell_dir: Path) -> dict:
@@ -92,6 +135,8 @@ def read_status(cell_dir: Path) -> dict:
         status = read_json(Path(cell_dir) / STATUS_FILE)
     except FileNotFoundError:
         return {"state": "pending", "attempts": 0}
+    except UnsafeFile as exc:  # a link, a FIFO, a folder: a damaged record, never a hang
+        raise ValueError(f"{Path(cell_dir) / STATUS_FILE}: {exc.strerror}") from None
     if not isinstance(status, dict) or status.get("state") not in STATES:
         raise ValueError(f"{Path(cell_dir) / STATUS_FILE}: not a valid status record")
     return status

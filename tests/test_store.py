@@ -138,3 +138,25 @@ def test_write_phase_is_for_progress_only_and_never_touches_the_status(tmp_path)
     assert (tmp_path / "status.json").read_text() == before
     with pytest.raises(ValueError, match="unknown phase 'measure'"):
         write_phase(tmp_path, "measure")
+
+
+def test_a_status_file_that_is_a_fifo_or_a_link_loop_is_failed_not_a_hang(tmp_path):
+    """`status`/`wait` read status.json through the shared reader: a FIFO once blocked them forever."""
+    import os
+    import signal
+
+    from orchestrator.store import Campaign
+
+    campaign = Campaign(tmp_path / "c")
+    for cell, make in (("fifo", os.mkfifo), ("loop", lambda p: os.symlink(p.name, p))):
+        folder = campaign.cell_dir(cell)
+        folder.mkdir(parents=True)
+        make(folder / "status.json")
+    signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("read blocked")))
+    signal.alarm(5)
+    try:
+        fifo, loop = campaign.status("fifo"), campaign.status("loop")
+    finally:
+        signal.alarm(0)
+    assert fifo["state"] == "failed" and "FIFO" in fifo["reason"]
+    assert loop["state"] == "failed" and "symbolic link" in loop["reason"]
