@@ -43,7 +43,7 @@ services:
 	bash tests/clusters/oar-up.sh
 
 test: $(STAMP) $(if $(filter 1,$(SERVICES)),services)
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -m "cluster or not cluster" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
