@@ -253,7 +253,10 @@ def _jax_step(model, phase, x, y, execution, learning_rate) -> Step:
         state = ([v.value for v in live], [v.value for v in dead], [v.value for v in model.non_trainable_variables],
                  [v.value for v in optimizer.variables])
     if execution == "graph":
-        fn = jax.jit(fn, donate_argnums=0)  # the state is updated in place, as a variable would be
+        # The state is updated in place, as a variable would be; donated buffers are freed, so the
+        # step works on its own copy and the model's variables stay usable.
+        fn = jax.jit(fn, donate_argnums=0)
+        state = jax.tree_util.tree_map(lambda a: a.copy(), state)
     holder = {"state": state}
 
     def run():
@@ -381,3 +384,10 @@ def seed_everything(seed: int) -> None:
     import keras
 
     keras.utils.set_random_seed(seed)  # Python, NumPy and the backend's own generator
+
+
+def to_host(tensor):
+    """A backend tensor as a NumPy array (copies from the device)."""
+    from keras import ops
+
+    return ops.convert_to_numpy(tensor)
