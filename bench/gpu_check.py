@@ -29,7 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's jobs/, whatever else is installed
-CASES = [("mobilenet_v2", "1.1", "inference", [224, 224, 3], 50), ("mobilenet_v2", "1.2", "training", [224, 224, 3], 50),
+CASES = [("mobilenet_v2", "1.1", "inference", [224, 224, 3], 50),
+         ("mobilenet_v2", "1.2", "training", [224, 224, 3], 50),
          ("srgan", "10.1", "inference", [256, 256, 3], 10), ("srgan", "10.3", "training", [256, 256, 3], 5)]
 TINY = {"mobilenet_v2": ([32, 32, 3], 2), "srgan": ([16, 16, 3], 2)}
 BACKENDS = ("jax", "torch")
