@@ -28,7 +28,7 @@ from orchestrator.intervals import t_interval  # noqa: F401  (re-exported: older
 GROUP_KEYS = ["test", "subtest", "phase", "node_type", "precision", "execution", "batch_size", "input_shape",
               "backend"]
 DEFAULT_BACKEND = "tensorflow"  # results written before the backend column existed
-PARAM_COLUMNS = ["test", "subtest", "phase", "node_type", "repetition", "task", "batch_size", "input_shape",
+PARAM_COLUMNS = ["test", "subtest", "phase", "node_type", "backend", "repetition", "task", "batch_size", "input_shape",
                  "precision", "execution", "warmup_iterations", "duration_s", "iterations", "seed"]
 DOMAINS = ("cpu", "gpu", "ram")
 EXTERNAL = ("wattmeter", "pdu", "bmc")
@@ -48,6 +48,7 @@ class Collected:
 def _param_values(params: dict) -> dict:
     params = params if isinstance(params, dict) else {}
     row = {key: params.get(key) for key in PARAM_COLUMNS}
+    row["backend"] = row["backend"] or "tensorflow"  # results from before the backend axis ran TensorFlow
     if isinstance(row["input_shape"], list):
         row["input_shape"] = "x".join(map(str, row["input_shape"]))
     if params.get("backend") is not None:
