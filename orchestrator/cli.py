@@ -203,6 +203,14 @@ def cmd_nightly(args) -> int:
     return verdict.exit_code
 
 
+def cmd_dataset(args) -> int:
+    from orchestrator.dataset import write_dataset
+
+    counts = write_dataset(args.name, Path(args.dir))
+    print(f"wrote {sum(counts.values())} images in {len(counts)} class folders under {args.dir}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="benchmark-tracker", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -246,6 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-build", action="store_true", help="skip building the models (fast; no built counts)")
     p.set_defaults(func=cmd_catalog)
+
+    p = verbs.add_parser("dataset", help="write a dataset bundled with an installed package as an image folder")
+    p.add_argument("name", choices=["digits"], help="digits: scikit-learn's 1,797 8x8 handwritten digits")
+    p.add_argument("dir", help="output folder (one sub-folder per class)")
+    p.set_defaults(func=cmd_dataset)
 
     p = verbs.add_parser("report", help="HTML report, paper-style tables and figures for a campaign")
     p.add_argument("campaign", help="a campaign folder, or a built-in reference (chifflet-2022)")
