@@ -17,8 +17,10 @@ The split is stratified and seeded: the same seed gives the same validation set 
 train_fraction, and the fractions are nested (the 10 % subset is inside the 25 % one): each class's
 training images are shuffled once with the seed and the first ceil(fraction x n) are kept.
 
-With `cache` (a folder, normally node-local scratch such as $TMPDIR or /tmp), the decoded arrays are
-saved as one .npz keyed by the source listing and the input shape, and reused by later cells.
+The split and subset come from the labels alone, before decoding: only the images a cell uses are
+decoded. With `cache` (a folder, normally node-local scratch such as /tmp), the decoded arrays are
+saved as one .npz keyed by the source listing (paths, sizes, times), the input shape, the split and
+the fraction, and reused by later cells (repetitions, budgets) on that node.
 """
 from __future__ import annotations
 
@@ -63,7 +65,12 @@ class Dataset:
 
 
 def load_dataset(spec: dict, input_shape: tuple, train_fraction: float = 1.0, batch_size: int = 1) -> Dataset:
-    """The dataset of a cell's `dataset` params, resized to `input_shape` (H, W, C), split and subset."""
+    """The dataset of a cell's `dataset` params, resized to `input_shape` (H, W, C), split and subset.
+
+    The split and the subset are drawn from the labels alone, before any image is decoded, so only
+    the images the cell uses are decoded (a 10 % subset of ImageNet decodes 10 % of it), and an
+    unreadable image leaves its own split without moving any other image.
+    """
     clock = time.perf_counter()
     kind = spec.get("kind", "folder")
     if kind not in KINDS:
@@ -71,42 +78,71 @@ def load_dataset(spec: dict, input_shape: tuple, train_fraction: float = 1.0, ba
     height, width, channels = input_shape
     if channels not in (1, 3):
         raise DataError(f"the model takes {channels} channels; image datasets give 1 (grey) or 3 (RGB)")
-    cached = _cache_path(spec, input_shape)
-    skipped, source = [], _source(spec)
+    shape = (height, width, channels)
+    classes, labels, decode, key = _index(spec, shape)
+    seed = spec.get("seed", 0)
+    train, val = split_indices(labels, len(classes), spec.get("validation_split", 0.2), seed)
+    train = nested_subset(train, labels, train_fraction, seed)
+    cached = _cache_path(spec, shape, key, train_fraction)
     if cached is not None and cached.is_file():
         with np.load(cached, allow_pickle=False) as archive:
-            x, y, classes = archive["x"], archive["y"], list(archive["classes"])
+            x_train, y_train, x_val, y_val = (archive[k] for k in ("x_train", "y_train", "x_val", "y_val"))
             skipped = json.loads(str(archive["skipped"]))
         cache_state = "hit"
     else:
-        if kind == "folder":
-            x, y, classes, skipped = _read_folder(Path(spec["path"]), (height, width, channels))
-        elif kind == "npz":
-            x, y, classes = _read_npz(Path(spec["path"]), (height, width, channels))
-        else:
-            x, y, classes = _read_digits((height, width, channels))
+        (x_train, kept_train, skipped_train), (x_val, kept_val, skipped_val) = decode(train), decode(val)
+        y_train, y_val = labels[train][kept_train], labels[val][kept_val]
+        skipped = skipped_train + skipped_val
         cache_state = "off"
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)
             tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp.npz")
-            np.savez(tmp, x=x, y=y, classes=np.array(classes), skipped=np.array(json.dumps(skipped)))
+            np.savez(tmp, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val,
+                     skipped=np.array(json.dumps(skipped)))
             os.replace(tmp, cached)  # atomic: a concurrent cell reads the old file or the new one
             cache_state = "written"
     if skipped and spec.get("strict_data"):
         names = ", ".join(s["path"] for s in skipped[:5])
         raise DataError(f"{len(skipped)} unreadable image(s) and strict_data is set: {names}")
-    train, val = split_indices(y, len(classes), spec.get("validation_split", 0.2), spec.get("seed", 0))
-    train = nested_subset(train, y, train_fraction, spec.get("seed", 0))
-    if len(train) < batch_size:
-        raise DataError(f"{len(train)} training image(s) at train_fraction {train_fraction:g}: fewer than one "
+    unreadable = [name for label, name in enumerate(classes) if not np.any(y_train == label)]
+    if unreadable:
+        raise DataError(f"class(es) with no readable training image: {', '.join(map(repr, unreadable))}")
+    if len(y_train) < batch_size:
+        raise DataError(f"{len(y_train)} training image(s) at train_fraction {train_fraction:g}: fewer than one "
                         f"batch of {batch_size}; lower batch_size or use more data")
-    if len(val) == 0:
+    if len(y_val) == 0:
         raise DataError("no validation image: raise validation_split or use more data")
-    return Dataset(x[train], y[train], x[val], y[val], classes, skipped, {
-        "kind": kind, "source": source, "input_shape": [height, width, channels],
-        "validation_split": spec.get("validation_split", 0.2), "seed": spec.get("seed", 0),
-        "train_fraction": train_fraction, "total_images": int(len(y)), "cache": cache_state,
+    return Dataset(x_train, y_train, x_val, y_val, classes, skipped, {
+        "kind": kind, "source": _source(spec), "input_shape": list(shape),
+        "validation_split": spec.get("validation_split", 0.2), "seed": seed,
+        "train_fraction": train_fraction, "total_images": int(len(labels)), "cache": cache_state,
         "cache_path": str(cached) if cached is not None else None, "load_s": time.perf_counter() - clock})
+
+
+def _index(spec: dict, shape: tuple) -> tuple:
+    """(classes, labels of every image, decode(indices) -> (x, kept mask, skipped), cache key part)."""
+    kind = spec.get("kind", "folder")
+    if kind == "folder":
+        root = Path(spec["path"])
+        classes, files = list_folder(root)
+        labels = np.array([label for _, label in files], dtype=np.int64)
+
+        def decode(indices):
+            return _decode_files(root, [files[i][0] for i in indices], shape)
+        key = [(str(p), p.stat().st_size, p.stat().st_mtime_ns, label) for p, label in files]
+        return classes, labels, decode, key
+    if kind == "npz":
+        x, labels, classes = _read_npz(Path(spec["path"]))
+        path = Path(spec["path"])
+        key = (str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns)
+    else:
+        x, labels, classes = _read_digits()
+        key = _source(spec)
+
+    def convert(indices):
+        kept = np.ones(len(indices), dtype=bool)
+        return _arrays_to_input(x[indices], shape), kept, []
+    return classes, labels, convert, key
 
 
 # --- splits ---------------------------------------------------------------------------------------
@@ -168,22 +204,15 @@ def list_folder(root: Path) -> tuple:
     return classes, files
 
 
-def _read_folder(root: Path, shape: tuple) -> tuple:
-    classes, files = list_folder(root)
+def _decode_files(root: Path, paths: list, shape: tuple) -> tuple:
+    """Decode in threads (Pillow releases the GIL); (images, kept mask, [{path, error}] of the unreadable)."""
     with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
-        decoded = list(pool.map(lambda item: _decode(item[0], shape), files))
-    images, labels, skipped = [], [], []
-    for (path, label), (image, error) in zip(files, decoded):
-        if image is None:
-            skipped.append({"path": str(path.relative_to(root)), "error": error})
-        else:
-            images.append(image)
-            labels.append(label)
-    counts = np.bincount(np.array(labels, dtype=np.int64), minlength=len(classes)) if labels else np.zeros(len(classes))
-    empty = [name for name, n in zip(classes, counts) if n == 0]
-    if empty:
-        raise DataError(f"{root}: class folder(s) with no readable image ({', '.join(map(repr, empty))})")
-    return np.stack(images), np.array(labels, dtype=np.int64), classes, skipped
+        decoded = list(pool.map(lambda path: _decode(path, shape), paths))
+    kept = np.array([image is not None for image, _ in decoded], dtype=bool)
+    skipped = [{"path": str(path.relative_to(root)), "error": error}
+               for path, (image, error) in zip(paths, decoded) if image is None]
+    images = [image for image, _ in decoded if image is not None]
+    return (np.stack(images) if images else np.zeros((0, *shape), np.uint8)), kept, skipped
 
 
 def _decode(path: Path, shape: tuple) -> tuple:
@@ -213,22 +242,25 @@ def _to_input(image, shape: tuple) -> np.ndarray:
     return array[..., None] if channels == 1 else array
 
 
-def _arrays_to_input(x: np.ndarray, shape: tuple) -> np.ndarray:
-    from PIL import Image
-
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+    """Whole-array scaling to 0-255 (so every subset of one archive scales the same way)."""
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4 or x.shape[-1] not in (1, 3, 4):
         raise DataError(f"images must be (N, H, W) or (N, H, W, C) with C in 1, 3, 4; got {x.shape}")
-    if x.dtype != np.uint8:
-        top = float(x.max()) or 1.0
-        x = (x.astype(np.float64) / top * 255).round().astype(np.uint8) if top > 1 or x.min() < 0 else (
-            (x * 255).round().astype(np.uint8))
-    out = []
-    for image in x:
-        image = image[..., 0] if image.shape[-1] == 1 else image
-        out.append(_to_input(Image.fromarray(image), shape))
-    return np.stack(out)
+    if x.dtype == np.uint8:
+        return x
+    low, top = float(x.min()), float(x.max())
+    if 0 <= low and top <= 1:  # floats in [0, 1]
+        return (x * 255).round().astype(np.uint8)
+    return ((x.astype(np.float64) - min(low, 0)) / ((top - min(low, 0)) or 1.0) * 255).round().astype(np.uint8)
+
+
+def _arrays_to_input(x: np.ndarray, shape: tuple) -> np.ndarray:
+    from PIL import Image
+
+    out = [_to_input(Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image), shape) for image in x]
+    return np.stack(out) if out else np.zeros((0, *shape), np.uint8)
 
 
 def _labels(y: np.ndarray) -> tuple:
@@ -236,7 +268,7 @@ def _labels(y: np.ndarray) -> tuple:
     return [str(c) for c in classes], indices.astype(np.int64)
 
 
-def _read_npz(path: Path, shape: tuple) -> tuple:
+def _read_npz(path: Path) -> tuple:
     if not path.is_file():
         raise DataError(f"dataset path {path} does not exist (kind: npz wants a .npz file with x and y)")
     try:
@@ -252,15 +284,15 @@ def _read_npz(path: Path, shape: tuple) -> tuple:
     if len(x) != len(y):
         raise DataError(f"{path}: {len(x)} images but {len(y)} labels")
     classes, labels = _labels(y)
-    return _arrays_to_input(x, shape), labels, classes
+    return _to_uint8(x), labels, classes
 
 
-def _read_digits(shape: tuple) -> tuple:
+def _read_digits() -> tuple:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     images = (digits.images / 16.0 * 255).round().astype(np.uint8)  # 0-16 grey levels to 0-255
-    return _arrays_to_input(images, shape), digits.target.astype(np.int64), [str(n) for n in digits.target_names]
+    return images[..., None], digits.target.astype(np.int64), [str(n) for n in digits.target_names]
 
 
 def write_digits_folder(out: Path) -> dict:
@@ -284,24 +316,15 @@ def write_digits_folder(out: Path) -> dict:
 
 # --- cache ----------------------------------------------------------------------------------------
 
-def _cache_path(spec: dict, input_shape: tuple) -> Path | None:
+def _cache_path(spec: dict, shape: tuple, source_key, train_fraction: float) -> Path | None:
+    """One .npz per source listing (paths, sizes, times: any change is a new key), shape, split and subset."""
     folder = spec.get("cache")
     if not folder:
         return None
     folder = Path(os.path.expandvars(os.path.expanduser(str(folder))))
-    key = {"kind": spec.get("kind"), "shape": list(input_shape)}
-    if spec.get("kind") == "folder":
-        # The listing with sizes and times: any added, removed or rewritten image changes the key.
-        classes, files = list_folder(Path(spec["path"]))
-        key["files"] = [(str(p), p.stat().st_size, p.stat().st_mtime_ns, label) for p, label in files]
-    elif spec.get("kind") == "npz":
-        path = Path(spec["path"])
-        if not path.is_file():
-            raise DataError(f"dataset path {path} does not exist")
-        key["file"] = (str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns)
-    else:
-        key["source"] = _source(spec)
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    key = {"kind": spec.get("kind"), "shape": list(shape), "source": source_key, "fraction": train_fraction,
+           "split": spec.get("validation_split", 0.2), "seed": spec.get("seed", 0)}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return folder / f"benchmark-tracker-data-{digest}.npz"
 
 

@@ -48,6 +48,10 @@ def _joined(values) -> str:
     return "; ".join(sorted({str(v) for v in values if v is not None and v == v and str(v)})) or "–"
 
 
+def _count_true(values) -> int:
+    return 0 if values is None else sum(1 for v in values if v is True or v == 1.0 or str(v) == "True")
+
+
 def fit_stats(results: pd.DataFrame | None) -> pd.DataFrame:
     """One row per fit group (test, node type, input, budget, train_fraction) of done cells."""
     if results is None or "phase" not in results or "accuracy_final" not in results:
@@ -76,8 +80,8 @@ def fit_stats(results: pd.DataFrame | None) -> pd.DataFrame:
         row["enforced_by"] = _joined(group.get("budget_enforced_by", []))
         enforceable = group.get("budget_enforceable", pd.Series(dtype=object)).dropna()
         row["budget_enforceable"] = None if enforceable.empty else bool(enforceable.astype(bool).all())
-        row["within_budget"] = int(group.get("budget_within", pd.Series(dtype=object)).fillna(False).astype(bool).sum())
-        row["target_reached"] = int(group.get("target_reached", pd.Series(dtype=object)).fillna(False).astype(bool).sum())
+        row["within_budget"] = _count_true(group.get("budget_within"))
+        row["target_reached"] = _count_true(group.get("target_reached"))
         row["skipped_images"] = int(pd.to_numeric(group.get("data_skipped"), errors="coerce").fillna(0).max())
         row["data_in_window"] = _joined(group.get("data_in_window", []))
         row["reported_top1"] = (test.reported or {}).get("top1") if test else None

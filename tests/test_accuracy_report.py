@@ -1,0 +1,75 @@
+"""The accuracy report from a real campaign: real cells through the CLI, a failing one among them."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from jobs.records import read_json
+from orchestrator.accuracy import accuracy_figures, fit_stats, pareto_front
+from orchestrator.results import read_results
+from tests.conftest import run_cli
+
+SWEEP = """
+name: acc
+matrix:
+  tests: [logistic_regression, random_forest]
+  phases: [fit]
+  budgets: [{{joules: 2}}, {{joules: 6}}]
+  repetitions: 3
+exclude:
+  - {{test: random_forest, budget: {{joules: 6}}}}
+dataset:
+  kind: folder
+  path: {path}
+fit:
+  epochs: 3
+overrides:
+  random_forest:
+    batch_size: 5000   # more than digits' training split: each of its cells must fail, alone
+launcher: local
+timeout_s: 300
+energy:
+  idle_s: 0
+"""
+
+
+def test_pareto_front_keeps_the_non_dominated_points():
+    energy, accuracy = np.array([1.0, 2.0, 3.0, 2.5, 0.5]), np.array([0.5, 0.8, 0.9, 0.7, 0.2])
+    assert list(pareto_front(energy, accuracy)) == [4, 0, 1, 2]  # 3 costs more than 1 for less
+
+
+def test_report_from_a_real_campaign_with_a_failing_cell(tmp_path, sweep_file):
+    digits = tmp_path / "digits"
+    assert run_cli("dataset", "digits", digits, timeout=120).returncode == 0
+    path = sweep_file(SWEEP.format(path=digits))
+    done = run_cli("sweep", path, "--output", tmp_path / "results", timeout=900)
+    assert done.returncode == 1, done.stdout + done.stderr  # some cells failed, the others ran
+    campaign = tmp_path / "results" / "acc"
+    results = read_results(campaign)
+    failed = results[results["state"] == "failed"]
+    assert set(failed["test"]) == {"random_forest"} and len(failed) == 3
+    assert failed["reason"].str.contains("fewer than one batch of 5000").all()
+    fits = results[results["state"] == "done"]
+    assert len(fits) == 6 and fits["accuracy_final"].between(0.3, 1).all()
+    assert set(fits["budget_j"]) == {2.0, 6.0} and fits["budget_enforced_by"].str.contains("codecarbon").all()
+    result = read_json(campaign / "cells" / fits["cell_id"].iloc[0] / "result.json")
+    assert result["data"]["kind"] == "folder" and result["data"]["skipped_count"] == 0
+
+    report = run_cli("report", campaign, timeout=300)
+    assert report.returncode == 0, report.stderr
+    table = (campaign / "report" / "tables" / "accuracy_under_budget.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| Logistic")]
+    assert len(rows) == 2 and all(line.count("±") >= 2 for line in rows)  # accuracy and energy, n = 3
+    assert "estimated: codecarbon" in table and "via codecarbon" in table
+    html = (campaign / "report" / "report.html").read_text()
+    assert "Accuracy under an energy budget" in html and "Shallow against deep" in html
+    assert (campaign / "report" / "figures" / "accuracy_vs_energy.svg").is_file()
+
+    stats = fit_stats(results)
+    figures = accuracy_figures(stats)
+    assert {"accuracy_vs_energy", "accuracy_under_budget"} <= set(figures)
+    front = [line for ax in figures["accuracy_vs_energy"].axes for line in ax.lines
+             if line.get_gid() == "pareto-front"]
+    assert front and len(front[0].get_xdata()) >= 1
+    json.dumps(stats.to_dict("records"), default=str)
