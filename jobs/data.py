@@ -4,6 +4,8 @@ Sources (`dataset.kind`):
 - `folder`: an image folder tree, one sub-folder per class (any name), JPEG/PNG/BMP/GIF/WebP,
   any sizes, grey or colour; labels are the sorted sub-folder names;
 - `npz`: a NumPy archive with `x` (N, H, W[, C]) and `y` (N,) labels (ints or strings);
+- `tfrecord`: TFRecord files (a path or a glob) in the ImageNet layout (`image/encoded`,
+  `image/class/label`), streamed with tf.data where TensorFlow is installed;
 - `digits`: scikit-learn's bundled handwritten digits (1,797 8x8 grey images, 10 classes), read
   from the installed package: nothing is downloaded, no folder to prepare.
 
@@ -36,7 +38,9 @@ from pathlib import Path
 import numpy as np
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-KINDS = ("folder", "npz", "digits")
+KINDS = ("folder", "npz", "digits", "tfrecord")
+# The ImageNet TFRecord layout (TF-slim's and the TPU models' build_imagenet_data.py).
+TFRECORD_IMAGE, TFRECORD_LABEL = "image/encoded", "image/class/label"
 
 
 class DataError(ValueError):
@@ -131,6 +135,8 @@ def _index(spec: dict, shape: tuple) -> tuple:
             return _decode_files(root, [files[i][0] for i in indices], shape)
         key = [(str(p), p.stat().st_size, p.stat().st_mtime_ns, label) for p, label in files]
         return classes, labels, decode, key
+    if kind == "tfrecord":
+        return _index_tfrecord(spec, shape)
     if kind == "npz":
         x, labels, classes = _read_npz(Path(spec["path"]))
         path = Path(spec["path"])
@@ -143,6 +149,65 @@ def _index(spec: dict, shape: tuple) -> tuple:
         kept = np.ones(len(indices), dtype=bool)
         return _arrays_to_input(x[indices], shape), kept, []
     return classes, labels, convert, key
+
+
+def _tfrecord_files(pattern: str) -> list:
+    import glob
+
+    files = sorted(glob.glob(os.path.expanduser(pattern)))
+    if not files:
+        raise DataError(f"dataset path {pattern} matches no TFRecord file")
+    return files
+
+
+def _index_tfrecord(spec: dict, shape: tuple) -> tuple:
+    """TFRecord files (a path or a glob) of `image/encoded` + `image/class/label` examples; TensorFlow only.
+
+    Two streaming passes with tf.data: the labels first (for the split), then only the chosen images,
+    decoded by Pillow like a folder's, so the same skip-and-count applies.
+    """
+    try:
+        import tensorflow as tf
+    except ImportError:
+        raise DataError("dataset kind tfrecord needs TensorFlow (the tensorflow backend)") from None
+    files = _tfrecord_files(spec["path"])
+    features = {TFRECORD_IMAGE: tf.io.FixedLenFeature([], tf.string, default_value=b""),
+                TFRECORD_LABEL: tf.io.FixedLenFeature([], tf.int64, default_value=-1)}
+
+    def records():
+        return tf.data.TFRecordDataset(files).map(lambda r: tf.io.parse_single_example(r, features),
+                                                   num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    try:
+        raw = np.array([int(r[TFRECORD_LABEL]) for r in records().map(lambda r: {TFRECORD_LABEL: r[TFRECORD_LABEL]})
+                        .as_numpy_iterator()], dtype=np.int64)
+    except tf.errors.OpError as exc:
+        raise DataError(f"{spec['path']}: unreadable TFRecord data: {exc.message}") from None
+    if (raw < 0).any():
+        raise DataError(f"{spec['path']}: {int((raw < 0).sum())} example(s) without {TFRECORD_LABEL}")
+    classes, labels = _labels(raw)
+
+    def decode(indices):
+        from io import BytesIO
+
+        from PIL import Image
+
+        wanted, found = set(int(i) for i in indices), {}
+        for index, record in enumerate(records().as_numpy_iterator()):
+            if index in wanted:
+                try:
+                    with Image.open(BytesIO(record[TFRECORD_IMAGE])) as image:
+                        image.load()
+                        found[index] = (_to_input(image, shape), None)
+                except Exception as exc:  # noqa: BLE001 - any decoder failure: this example is unreadable
+                    found[index] = (None, f"{type(exc).__name__}: {exc}")
+        results = [found[int(i)] for i in indices]
+        kept = np.array([image is not None for image, _ in results], dtype=bool)
+        skipped = [{"path": f"example {int(i)}", "error": error} for i, (image, error) in zip(indices, results)
+                   if image is None]
+        images = [image for image, _ in results if image is not None]
+        return (np.stack(images) if images else np.zeros((0, *shape), np.uint8)), kept, skipped
+    key = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
+    return classes, labels, decode, key
 
 
 # --- splits ---------------------------------------------------------------------------------------
@@ -343,4 +408,7 @@ def peek_classes(spec: dict) -> list:
             return _labels(archive["y"])[0]
     if kind == "digits":
         return [str(n) for n in range(10)]
+    if kind == "tfrecord":
+        _tfrecord_files(spec["path"])
+        return _index_tfrecord(spec, (1, 1, 1))[0]
     raise DataError(f"dataset kind {kind!r} is not one of {', '.join(KINDS)}")

@@ -39,6 +39,10 @@ METRICS = {
     "samples_per_j": ("samples per joule", "samples/J", True),
     "wh_per_1000": ("energy per 1,000 samples", "Wh", False),
     "power_w": ("mean power", "W", False),
+    # The fit phase (issue #13): accuracy is a result, measured on the validation split.
+    "accuracy": ("validation accuracy", "fraction", True),
+    "energy_to_target_j": ("energy to target accuracy", "J", False),
+    "time_to_target_s": ("time to target accuracy", "s", False),
 }
 
 SOURCE_NAMES = {
@@ -107,6 +111,9 @@ def derive_metrics(results: pd.DataFrame) -> pd.DataFrame:
     out["samples_per_j"] = 1.0 / per_sample.where(per_sample > 0)
     out["wh_per_1000"] = per_sample * 1000.0 / 3600.0
     out["power_w"] = energy / out["duration_s"].where(out["duration_s"] > 0)
+    out["accuracy"] = col("accuracy_final")
+    out["energy_to_target_j"] = col("energy_to_target_j")
+    out["time_to_target_s"] = col("time_to_target_s")
     return out
 
 

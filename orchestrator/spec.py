@@ -124,8 +124,8 @@ class Budget(_Strict):
 class Dataset(_Strict):
     """Where a `fit` cell's data comes from (jobs/data.py); a path from a sweep never reaches a shell."""
 
-    kind: Literal["folder", "npz", "digits"] = "folder"
-    path: StrictStr | None = None  # relative paths are resolved from the folder the sweep is run in
+    kind: Literal["folder", "npz", "digits", "tfrecord"] = "folder"
+    path: StrictStr | None = None  # relative paths are resolved from the folder the sweep is run in; tfrecord: a glob
     validation_split: Annotated[StrictFloat, Field(gt=0, lt=1)] = 0.2
     seed: NonNegativeInt = 0
     cache: StrictStr | None = None  # a node-local folder for the decoded arrays, e.g. $TMPDIR/bt-data

@@ -97,3 +97,32 @@ def test_fractions_are_nested_and_validation_is_fixed():
     small = load_dataset({"kind": "digits"}, (8, 8, 1), 0.25)
     full = load_dataset({"kind": "digits"}, (8, 8, 1), 1.0)
     assert np.array_equal(small.x_val, full.x_val) and len(small.y_train) < len(full.y_train) / 3
+
+
+def test_tfrecord_in_the_imagenet_layout_streams_with_a_corrupt_example(tmp_path):
+    import io
+
+    import tensorflow as tf
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    path = tmp_path / "train-00000-of-00002"
+    examples = []
+    for image, label in zip(digits.images[:120], digits.target[:120]):
+        png = io.BytesIO()
+        Image.fromarray((image / 16 * 255).astype(np.uint8), "L").save(png, format="PNG")
+        examples.append((png.getvalue(), int(label) + 1))  # ImageNet TFRecords count labels from 1
+    examples[5] = (b"not an image", examples[5][1])
+    for shard, part in enumerate((examples[:60], examples[60:])):
+        with tf.io.TFRecordWriter(str(tmp_path / f"train-0000{shard}-of-00002")) as writer:
+            for encoded, label in part:
+                feature = {"image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded])),
+                           "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))}
+                writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    data = load_dataset({"kind": "tfrecord", "path": str(tmp_path / "train-*")}, (16, 16, 3), 1.0, 8)
+    assert data.classes == [str(n) for n in range(1, 11)] and data.x_train.shape[1:] == (16, 16, 3)
+    assert len(data.y_train) + len(data.y_val) == 119
+    assert data.record()["skipped"] == [{"path": "example 5", "error": data.skipped[0]["error"]}]
+    assert path.exists()
+    with pytest.raises(DataError, match="matches no TFRecord file"):
+        load_dataset({"kind": "tfrecord", "path": str(tmp_path / "val-*")}, (8, 8, 1))
