@@ -18,6 +18,14 @@ def _table(rows: list, columns: list) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def _fit_window(params: dict) -> str:
+    """A fit cell's window is its stop rules: `fit <= 30 ep, 60 J, 50 %`."""
+    budget = (params.get("budget") or {}).get("joules")
+    parts = [f"fit <= {params['fit']['epochs']} ep"] + ([f"{budget:g} J"] if budget else []) + (
+        [f"{params['train_fraction']:.0%}"] if params.get("train_fraction", 1.0) != 1.0 else [])
+    return ", ".join(parts)
+
+
 def cmd_expand(args) -> int:
     from orchestrator.matrix import expand
     from orchestrator.spec import load_sweep
@@ -25,7 +33,8 @@ def cmd_expand(args) -> int:
     spec = load_sweep(args.sweep)
     expansion = expand(spec)
     rows = [{"id": c.id, **c.params, "input_shape": "x".join(map(str, c.params["input_shape"])),
-             "window": f"{c.duration_s:g} s" if c.duration_s is not None else f"{c.iterations} it",
+             "window": f"{c.duration_s:g} s" if c.duration_s is not None else (
+                 f"{c.iterations} it" if c.iterations is not None else _fit_window(c.params)),
              "implemented": c.implemented} for c in expansion.cells]
     if args.json:
         print(json.dumps({"sweep": spec.sweep.name, "cells": [{"id": c.id, "implemented": c.implemented,
