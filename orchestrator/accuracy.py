@@ -163,6 +163,22 @@ def _yerr(data: pd.DataFrame, metric: str) -> np.ndarray:
                       np.nan_to_num(data[f"{metric}_ci95_high"].to_numpy(float) - mean)])
 
 
+def _log_x(ax, ticks=None) -> None:
+    """A log x axis labelled in plain numbers, without the overlapping minor labels."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ax.set_xscale("log")
+    if ticks is not None:
+        ax.set_xticks(ticks)
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _accuracy_axis(ax) -> None:
+    ax.set_ylim(0, 1.05)  # an interval from 3 runs can reach past 0 or 1: the axis shows what accuracy can be
+    ax.set_ylabel("validation accuracy")
+
+
 def _footer(fig, stats: pd.DataFrame) -> None:
     fig.text(0.01, 0.01, "Energy: " + " | ".join(sorted(set(stats["energy_source"]))), fontsize=6, color="#555")
 
@@ -176,9 +192,9 @@ def accuracy_vs_energy(stats: pd.DataFrame) -> plt.Figure:
     front = pareto_front(stats["energy_mean"].to_numpy(float), stats["accuracy_mean"].to_numpy(float))
     ax.plot(stats["energy_mean"].to_numpy(float)[front], stats["accuracy_mean"].to_numpy(float)[front],
             "k--", lw=1, label="Pareto front", gid="pareto-front")
-    ax.set_xscale("log")
+    _log_x(ax)
     ax.set_xlabel("energy per cell (J, log)")
-    ax.set_ylabel("validation accuracy")
+    _accuracy_axis(ax)
     ax.set_title("Accuracy against energy (95 % CI)")
     ax.legend(fontsize=7, loc="lower right")
     fig.subplots_adjust(bottom=0.16)
@@ -197,8 +213,10 @@ def curves(stats: pd.DataFrame, x: str, xlabel: str, title: str) -> plt.Figure:
     for ax in (acc, energy):
         ax.set_xlabel(xlabel)
         if x == "budget_j":
-            ax.set_xscale("log")
-    acc.set_ylabel("validation accuracy")
+            _log_x(ax, sorted(stats[x].dropna().unique()))
+        else:
+            ax.set_xticks(sorted(stats[x].dropna().unique()))
+    _accuracy_axis(acc)
     energy.set_ylabel("energy spent (J)")
     if x == "budget_j":
         limits = sorted(stats[x].dropna().unique())
@@ -222,7 +240,7 @@ def reported_vs_energy(inference_stats: pd.DataFrame) -> plt.Figure | None:
     ax.scatter(energy, top1, c=top1, cmap="viridis", gid="reported")
     for accuracy, joules, name in rows:
         ax.annotate(name, (joules, accuracy), fontsize=7)
-    ax.set_xscale("log")
+    _log_x(ax)
     ax.set_xlabel("inference energy per sample (J, log)")
     ax.set_ylabel("reported ImageNet top-1 (TF-slim, not measured)")
     ax.set_title("Does a more accurate model cost more energy?")

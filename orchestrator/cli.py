@@ -133,6 +133,7 @@ def cmd_catalog(args) -> int:
                       "implemented": t.implemented, "phases": list(t.phases()),
                       "reference_total_params": t.total_params, "reference_trainable_params": t.trainable_params,
                       "total_params": built[0], "trainable_params": built[1],
+                      "family": t.family, "reported_accuracy": t.reported,
                       "subtests": [{"id": s.id, "phase": s.phase, "batch": s.batch,
                                     "input_shape": list(s.input_shape), "output_shape": list(s.output_shape)}
                                    for s in t.subtests]})
@@ -151,7 +152,9 @@ def cmd_catalog(args) -> int:
             for t in tests for s in t["subtests"]]
     print(_table(rows, list(rows[0])))
     inference = sum(1 for t in tests for s in t["subtests"] if s["phase"] == "inference")
-    print(f"\n{len(tests)} tests, {inference} inference and {len(rows) - inference} training sub-tests"
+    fit = sum(1 for t in tests for s in t["subtests"] if s["phase"] == "fit")
+    print(f"\n{len(tests)} tests, {inference} inference and {len(rows) - inference - fit} training sub-tests"
+          + (f", {fit} shallow fit sub-tests" if fit else "")
           + ("" if not args.no_build else "; parameter counts not built (--no-build)"))
     return 0
 
