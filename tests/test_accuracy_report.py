@@ -73,3 +73,18 @@ def test_report_from_a_real_campaign_with_a_failing_cell(tmp_path, sweep_file):
              if line.get_gid() == "pareto-front"]
     assert front and len(front[0].get_xdata()) >= 1
     json.dumps(stats.to_dict("records"), default=str)
+
+
+def test_reported_accuracy_against_the_historical_inference_energy():
+    """The seed paper's own measurements (chifflet-2022, recorded) against the catalog's reported top-1."""
+    from jobs.catalog import TESTS
+    from orchestrator.results import load_campaign
+
+    figures = accuracy_figures(fit_stats(None), load_campaign("chifflet-2022").stats)
+    fig = figures["reported_accuracy_vs_inference_energy"]
+    points = fig.axes[0].collections[0].get_offsets()
+    reported = sorted(t.reported["top1"] for t in TESTS.values() if t.reported)
+    assert sorted(points[:, 1].tolist()) == reported and len(reported) == 7
+    assert "samples not recorded" in fig.axes[0].get_xlabel() and "not measured" in fig.axes[0].get_ylabel()
+    assert all(t.reported["kind"] == "reported" and "TF-slim" in t.reported["source"]
+               for t in TESTS.values() if t.reported)
