@@ -383,7 +383,8 @@ def write_digits_folder(out: Path) -> dict:
 
 def _cache_path(spec: dict, shape: tuple, source_key, train_fraction: float) -> Path | None:
     """One .npz per source listing (paths, sizes, times: any change is a new key), shape, split and subset."""
-    folder = spec.get("cache")
+    # A launcher that knows the node's local scratch exports it; the sweep's `cache` wins.
+    folder = spec.get("cache") or os.environ.get("BENCHMARK_TRACKER_SCRATCH")
     if not folder:
         return None
     folder = Path(os.path.expandvars(os.path.expanduser(str(folder))))

@@ -21,6 +21,7 @@ from orchestrator.results import METRICS, CampaignData
 DEFAULT_METRICS = ("duration_s", "throughput", "energy_j", "energy_per_sample_j")
 BASE_KEYS = ["test", "subtest", "phase"]
 CONFIG_KEYS = ["precision", "execution", "batch_size", "input_shape"]
+FIT_KEYS = ["budget_j", "train_fraction"]
 ALPHA = 0.05
 
 
@@ -57,7 +58,9 @@ def _nan(value) -> bool:
 
 def _match_keys(a: pd.DataFrame, b: pd.DataFrame) -> list:
     keys = list(BASE_KEYS)
-    if a.duplicated(BASE_KEYS).any() or b.duplicated(BASE_KEYS).any():
+    # Fit cells (issue #13): a budget or a dataset size is different work, never matched across.
+    keys += [k for k in FIT_KEYS if k in a and k in b and (a[k].notna().any() or b[k].notna().any())]
+    if a.duplicated(keys).any() or b.duplicated(keys).any():
         keys += [k for k in CONFIG_KEYS if a[k].notna().all() and b[k].notna().all()]
     return keys
 

@@ -88,3 +88,27 @@ def test_reported_accuracy_against_the_historical_inference_energy():
     assert "samples not recorded" in fig.axes[0].get_xlabel() and "not measured" in fig.axes[0].get_ylabel()
     assert all(t.reported["kind"] == "reported" and "TF-slim" in t.reported["source"]
                for t in TESTS.values() if t.reported)
+
+
+def test_compare_treats_accuracy_as_a_result_and_never_matches_two_budgets():
+    import pandas as pd
+
+    from orchestrator.compare import compare
+    from orchestrator.results import CampaignData, aggregate
+
+    def campaign(name, accuracy):
+        rows = [{"test": "logistic_regression", "subtest": "101.1", "phase": "fit", "node_type": "local",
+                 "precision": "fp32", "execution": "graph", "batch_size": 64, "input_shape": "8x8x1",
+                 "budget_j": budget, "train_fraction": 1.0, "state": "done", "window_s": 2.0,
+                 "energy_total_j": budget, "trainable_params": None,
+                 "accuracy_final": accuracy[budget] + 0.01 * rep}
+                for budget in (20.0, 60.0) for rep in range(3)]
+        return CampaignData(name, aggregate(pd.DataFrame(rows)))
+
+    table = compare(campaign("a", {20.0: 0.90, 60.0: 0.93}), campaign("b", {20.0: 0.80, 60.0: 0.93}),
+                    metrics=("accuracy", "energy_j"))
+    assert len(table) == 4  # 2 budgets x 2 metrics: 20 J against 20 J, 60 J against 60 J
+    energy = table[table["metric"] == "energy_j"]
+    assert (energy["ratio"] == 1.0).all()
+    worse = table[(table["metric"] == "accuracy") & (table["mean_a"] > 0.9) & (table["mean_a"] < 0.92)]
+    assert worse["verdict"].tolist() == ["worse"]  # lower accuracy: higher is better
