@@ -109,7 +109,7 @@ def energy_record(energy, samples: int, window_s: float, config: dict, idle: dic
 
 def run_cell(cell: dict, cell_dir: Path) -> dict:
     """Everything but the status bookkeeping: returns the result's measured part."""
-    if cell["params"]["phase"] == "fit":  # training to quality on real data: its own module
+    if cell["params"].get("phase") == "fit":  # training to quality on real data: its own module
         from jobs.fit import run_fit
 
         return run_fit(cell, cell_dir)
