@@ -9,10 +9,14 @@ validate and expand sweeps.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 PHASES = ("inference", "training")
+# `fit`: real training to quality on a real dataset (jobs/fit.py). Not in PHASES, so sweeps that
+# list no phases keep running inference and training only.
+FIT_PHASE = "fit"
+ALL_PHASES = PHASES + (FIT_PHASE,)
 
 
 @dataclass(frozen=True)
@@ -35,22 +39,28 @@ class Test:
     trainable_params: int
     builder: str | None = None  # "module:function" under jobs.models, None if not implemented
     tiny_input: tuple | None = None  # smallest per-sample input the model accepts, for tests
+    family: str = "deep"  # deep (a Keras model) or shallow (a scikit-learn estimator, jobs/shallow.py)
+    reported: dict | None = None  # published ImageNet accuracy: never a measured one (see REPORTED)
 
     @property
     def implemented(self) -> bool:
         return self.builder is not None
 
     def phases(self) -> tuple:
-        return tuple(p for p in PHASES if any(s.phase == p for s in self.subtests))
+        return tuple(p for p in ALL_PHASES if self.subtests_for(p))
 
     def subtests_for(self, phase: str) -> tuple:
+        if phase == FIT_PHASE and self.family == "deep":
+            # A classifier fits to quality on its training sub-test's model; other tasks have no labels.
+            phase = "training" if self.task == "classification" else None
         return tuple(s for s in self.subtests if s.phase == phase)
 
     def load_builder(self) -> Callable:
         if self.builder is None:
             raise NotImplementedError(f"test {self.name!r} has no model implementation yet")
         module, function = self.builder.split(":")
-        return getattr(importlib.import_module(f"jobs.models.{module}"), function)
+        package = "jobs" if self.family == "shallow" else "jobs.models"
+        return getattr(importlib.import_module(f"{package}.{module}"), function)
 
 
 def _img(h: int, w: int | None = None) -> tuple:
@@ -130,6 +140,34 @@ _TESTS = [
          281_798_657, 281_798_657, "sequence:gnmt", (1,)),
 ]
 
+# --- Reported accuracy and the shallow family (issue #13) -------------------------------------
+#
+# Published single-crop ImageNet (ILSVRC-2012 validation) accuracy of the TF-slim checkpoints, the
+# graphs ai-benchmark ships: "reported", never measured here, and never mixed with a `fit` result.
+_SLIM = "TF-slim model zoo, tensorflow/models research/slim/README.md (single crop, ILSVRC-2012 val)"
+REPORTED = {
+    "mobilenet_v2": (0.719, 0.910),  # MobileNet_v2_1.0_224
+    "inception_v3": (0.780, 0.939),
+    "inception_v4": (0.802, 0.952),
+    "inception_resnet_v2": (0.804, 0.953),
+    "resnet_v2_50": (0.756, 0.928),
+    "resnet_v2_152": (0.778, 0.941),
+    "vgg_16": (0.715, 0.898),
+}
+_TESTS = [replace(t, reported={"top1": REPORTED[t.name][0], "top5": REPORTED[t.name][1], "dataset": "ImageNet",
+                               "source": _SLIM, "kind": "reported"}) if t.name in REPORTED else t
+          for t in _TESTS]
+
+# scikit-learn estimators on the same dataset (flattened pixels); numbered apart from ai-benchmark's.
+# One `fit` sub-test each: batch is partial_fit's mini-batch; input 8x8 grey is digits' own size.
+_SHALLOW = [(101, "logistic_regression", "Logistic regression (SGD, log loss)"),
+            (102, "linear_svm", "Linear SVM (SGD, hinge loss)"),
+            (103, "random_forest", "Random forest"),
+            (104, "hist_gradient_boosting", "Histogram gradient boosting"),
+            (105, "rbf_svm", "RBF-kernel SVM")]
+_TESTS += [Test(number, name, title, "classification", (SubTest(f"{number}.1", FIT_PHASE, 64, (8, 8, 1), (10,)),),
+                0, 0, f"shallow:{name}", (8, 8, 1), family="shallow") for number, name, title in _SHALLOW]
+
 TESTS: dict = {t.name: t for t in _TESTS}
 
 
@@ -147,6 +185,8 @@ def built_params(test: Test) -> tuple:
     """
     import math
 
+    if test.family == "shallow":
+        return None, None  # an estimator has no parameters before it is fitted
     import keras
 
     sub = test.subtests[0]

@@ -125,6 +125,10 @@ def run_cell(cell: dict, cell_dir: Path) -> dict:
     # First, before anything imports Keras: Keras picks its backend once, at import.
     backend = params.get("backend", backends.DEFAULT_BACKEND)
     backends.select_backend(backend)
+    if params.get("phase") == "fit":  # training to quality on real data: its own module
+        from jobs.fit import run_fit
+
+        return run_fit(cell, cell_dir)
 
     from jobs import hostinfo, workload
     from jobs.idle import idle_baseline

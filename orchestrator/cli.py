@@ -20,6 +20,14 @@ def _table(rows: list, columns: list) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def _fit_window(params: dict) -> str:
+    """A fit cell's window is its stop rules: `fit <= 30 ep, 60 J, 50 %`."""
+    budget = (params.get("budget") or {}).get("joules")
+    parts = [f"fit <= {params['fit']['epochs']} ep"] + ([f"{budget:g} J"] if budget else []) + (
+        [f"{params['train_fraction']:.0%}"] if params.get("train_fraction", 1.0) != 1.0 else [])
+    return ", ".join(parts)
+
+
 def cmd_expand(args) -> int:
     from orchestrator.matrix import expand
     from orchestrator.spec import load_sweep
@@ -27,7 +35,8 @@ def cmd_expand(args) -> int:
     spec = load_sweep(args.sweep)
     expansion = expand(spec)
     rows = [{"id": c.id, **c.params, "input_shape": "x".join(map(str, c.params["input_shape"])),
-             "window": f"{c.duration_s:g} s" if c.duration_s is not None else f"{c.iterations} it",
+             "window": f"{c.duration_s:g} s" if c.duration_s is not None else (
+                 f"{c.iterations} it" if c.iterations is not None else _fit_window(c.params)),
              "implemented": c.implemented} for c in expansion.cells]
     if args.json:
         print(json.dumps({"sweep": spec.sweep.name, "cells": [{"id": c.id, "implemented": c.implemented,
@@ -177,6 +186,7 @@ def cmd_catalog(args) -> int:
                       "implemented": t.implemented, "phases": list(t.phases()),
                       "reference_total_params": t.total_params, "reference_trainable_params": t.trainable_params,
                       "total_params": built[0], "trainable_params": built[1],
+                      "family": t.family, "reported_accuracy": t.reported,
                       "subtests": [{"id": s.id, "phase": s.phase, "batch": s.batch,
                                     "input_shape": list(s.input_shape), "output_shape": list(s.output_shape)}
                                    for s in t.subtests]})
@@ -195,7 +205,9 @@ def cmd_catalog(args) -> int:
             for t in tests for s in t["subtests"]]
     print(_table(rows, list(rows[0])))
     inference = sum(1 for t in tests for s in t["subtests"] if s["phase"] == "inference")
-    print(f"\n{len(tests)} tests, {inference} inference and {len(rows) - inference} training sub-tests"
+    fit = sum(1 for t in tests for s in t["subtests"] if s["phase"] == "fit")
+    print(f"\n{len(tests)} tests, {inference} inference and {len(rows) - inference - fit} training sub-tests"
+          + (f", {fit} shallow fit sub-tests" if fit else "")
           + ("" if not args.no_build else "; parameter counts not built (--no-build)"))
     return 0
 
@@ -274,6 +286,14 @@ def cmd_nightly(args) -> int:
     return verdict.exit_code
 
 
+def cmd_dataset(args) -> int:
+    from orchestrator.dataset import write_dataset
+
+    counts = write_dataset(args.name, Path(args.dir))
+    print(f"wrote {sum(counts.values())} images in {len(counts)} class folders under {args.dir}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="benchmark-tracker", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -328,6 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["tensorflow", "jax", "torch"], default="tensorflow",
                    help="the Keras backend that builds and counts the models (default: tensorflow)")
     p.set_defaults(func=cmd_catalog)
+
+    p = verbs.add_parser("dataset", help="write a dataset bundled with an installed package as an image folder")
+    p.add_argument("name", choices=["digits"], help="digits: scikit-learn's 1,797 8x8 handwritten digits")
+    p.add_argument("dir", help="output folder (one sub-folder per class)")
+    p.set_defaults(func=cmd_dataset)
 
     p = verbs.add_parser("report", help="HTML report, paper-style tables and figures for a campaign")
     p.add_argument("campaign", help="a campaign folder, or a built-in reference (chifflet-2022)")

@@ -26,7 +26,7 @@ from orchestrator.errors import UserError
 from orchestrator.intervals import t_interval  # noqa: F401  (re-exported: older callers import it from here)
 
 GROUP_KEYS = ["test", "subtest", "phase", "node_type", "precision", "execution", "batch_size", "input_shape",
-              "backend"]
+              "backend", "budget_j", "train_fraction"]  # the last two: fit cells only (empty elsewhere)
 DEFAULT_BACKEND = "tensorflow"  # results written before the backend column existed
 PARAM_COLUMNS = ["test", "subtest", "phase", "node_type", "backend", "repetition", "task", "batch_size", "input_shape",
                  "precision", "execution", "warmup_iterations", "duration_s", "iterations", "seed"]
@@ -51,6 +51,7 @@ def _param_values(params: dict) -> dict:
     row["backend"] = row["backend"] or "tensorflow"  # results from before the backend axis ran TensorFlow
     if isinstance(row["input_shape"], list):
         row["input_shape"] = "x".join(map(str, row["input_shape"]))
+    row.update(fit_param_values(params))
     if params.get("backend") is not None:
         row["backend"] = params["backend"]
     return row
@@ -58,6 +59,50 @@ def _param_values(params: dict) -> dict:
 
 def _dict(value) -> dict:
     return value if isinstance(value, dict) else {}
+
+
+def fit_param_values(params: dict) -> dict:
+    """The fit phase's axes (budget, train_fraction) and dataset, empty for other phases."""
+    budget = params.get("budget") or {}
+    dataset = params.get("dataset") or {}
+    return {"budget_j": budget.get("joules"), "train_fraction": params.get("train_fraction"),
+            "dataset_kind": dataset.get("kind"), "dataset_path": dataset.get("path")}
+
+
+def fit_columns(result: dict) -> dict:
+    """Accuracy is a result: the fit phase's outcome, budget record and data report, flattened."""
+    fit = result.get("fit") or {}
+    data = result.get("data") or {}
+    budget = fit.get("budget") or {}
+    curve = fit.get("curve") or []
+    live = curve[-1] if curve else {}
+    return {
+        "family": (result.get("model") or {}).get("family"),
+        "accuracy_final": fit.get("final_accuracy"),
+        "accuracy_best": fit.get("best_accuracy"),
+        "accuracy_kind": fit.get("accuracy_kind"),
+        "stop_reason": fit.get("stop_reason"),
+        "epochs_run": fit.get("epochs_run"),
+        "target_accuracy": fit.get("target_accuracy"),
+        "target_reached": fit.get("target_reached"),
+        "time_to_target_s": fit.get("time_to_target_s"),
+        "energy_to_target_j": fit.get("energy_to_target_j"),
+        "fit_train_s": fit.get("train_s"),
+        "fit_eval_s": fit.get("eval_s"),
+        "fit_eval_j": fit.get("eval_joules"),
+        "live_energy_j": live.get("energy_total_j"),
+        "live_energy_source": fit.get("live_meter"),
+        "budget_enforceable": budget.get("enforceable"),
+        "budget_enforced_by": budget.get("enforced_by"),
+        "budget_stopped": budget.get("stopped_by_budget"),
+        "budget_overshoot_j": budget.get("overshoot_joules"),
+        "budget_within": budget.get("within_budget"),
+        "data_in_window": data.get("in_window"),
+        "data_train_samples": data.get("train_samples"),
+        "data_val_samples": data.get("val_samples"),
+        "data_skipped": data.get("skipped_count"),
+        "data_skipped_files": ";".join(s.get("path", "") for s in data.get("skipped") or []) or None,
+    }
 
 
 def result_row(result: dict) -> dict:
@@ -113,6 +158,8 @@ def result_row(result: dict) -> dict:
         "started_at": result.get("started_at"),
         "finished_at": result.get("finished_at"),
     })
+    if result.get("fit") is not None or result.get("data") is not None:
+        row.update(fit_columns(result))
     for name in DOMAINS:
         domain = _dict(_dict(energy.get("domains")).get(name))
         row[f"energy_{name}_j"] = domain.get("joules")

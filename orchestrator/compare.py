@@ -33,7 +33,8 @@ from orchestrator.results import ENERGY_METRICS, METRICS, CampaignData
 
 DEFAULT_METRICS = ("throughput", "energy_per_sample_j", "power_w", "duration_s", "energy_j")
 BASE_KEYS = ["test", "subtest", "phase"]
-WORKLOAD_KEYS = ["batch_size", "input_shape", "precision", "execution", "backend"]
+WORKLOAD_KEYS = ["batch_size", "input_shape", "precision", "execution", "backend",
+                 "budget_j", "train_fraction"]  # fit cells (#13): another budget or dataset size is other work
 MEASUREMENT_KEYS = ["window_kind", "energy_kind", "pue_in_energy"]
 WINDOW_ENERGY = {"energy_j", "energy_kwh", "facility_energy_kwh", "co2_kg"}
 ALPHA = 0.05

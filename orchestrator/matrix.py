@@ -13,8 +13,10 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from pathlib import Path
+
 from jobs import backends as job_backends
-from jobs.catalog import TESTS
+from jobs.catalog import FIT_PHASE, TESTS
 from jobs.records import RESULT_SCHEMA_VERSION
 from orchestrator.errors import UserError
 from orchestrator.spec import AXIS_KEYS, BUILTIN_SETTINGS, SweepSpec
@@ -78,8 +80,9 @@ def expand(spec: SweepSpec) -> Expansion:
                     notes.append(f"{test_name} has no {phase} sub-test (it runs: {', '.join(test.phases())})")
                 for sub in subs:
                     for backend in sweep.matrix.backends:
-                        combos.append(({"test": test_name, "phase": phase, "node_type": node_type,
-                                        "subtest": sub.id, "backend": backend}, []))
+                        axes = {"test": test_name, "phase": phase, "node_type": node_type, "subtest": sub.id,
+                                "backend": backend}
+                        combos.extend((fit_axes, []) for fit_axes in _fit_combos(sweep, axes))
 
     for entry in sweep.exclude:
         axes = entry.axes()
@@ -182,7 +185,8 @@ def _new_test_combos(spec: SweepSpec, index: int, axes: dict) -> list:
                          f"sub-test {axes['subtest']} is not a {axes['phase']} sub-test of {test.name} "
                          f"({', '.join(subs)})")
     chosen = [axes["subtest"]] if "subtest" in axes else subs
-    return [{"test": test.name, "phase": axes["phase"], "node_type": axes["node_type"], "subtest": s}
+    fit_axes = {k: axes[k] for k in ("budget", "train_fraction") if k in axes}  # fit cells' own axes
+    return [{"test": test.name, "phase": axes["phase"], "node_type": axes["node_type"], "subtest": s, **fit_axes}
             for s in chosen]
 
 
@@ -221,7 +225,7 @@ def _resolve(spec: SweepSpec, axes: dict, include_layers: list, repetition: int)
                              f"(its input is {'x'.join(map(str, sub.input_shape))}), got {size}")
         input_shape = [*size, sub.input_shape[-1]]
     batch = settings.get("batch_size", sub.batch * settings["batch_scale"])
-    return {
+    params = {
         "test": test.name,
         "subtest": sub.id,
         "phase": axes["phase"],
@@ -240,3 +244,31 @@ def _resolve(spec: SweepSpec, axes: dict, include_layers: list, repetition: int)
         "seed": sweep.seed,
         **{knob: axes[knob] for knob in KNOB_AXES if axes.get(knob) is not None},  # energy knobs (#14)
     }
+    if axes["phase"] == FIT_PHASE:
+        params.update(_fit_params(spec, axes))
+    return params
+
+
+# --- the fit phase (issue #13): budget and train_fraction axes, dataset and fit settings -----------
+
+def _fit_combos(sweep, axes: dict) -> list:
+    """A fit combination per budget x train_fraction; other phases have neither axis."""
+    if axes["phase"] != FIT_PHASE:
+        return [axes]
+    return [{**axes, "budget": None if budget is None else budget.as_joules(), "train_fraction": float(fraction)}
+            for budget in sweep.matrix.budgets for fraction in sweep.matrix.train_fractions]
+
+
+def _fit_params(spec: SweepSpec, axes: dict) -> dict:
+    sweep = spec.sweep
+    if sweep.dataset is None:
+        raise spec.error(("matrix", "phases"), "the fit phase trains on real data: add a `dataset:` section "
+                                               "(e.g. `dataset: {kind: digits}`)")
+    dataset = sweep.dataset.model_dump()
+    if dataset["path"] is not None:
+        dataset["path"] = str(Path(dataset["path"]).expanduser().resolve())
+    budget = axes.get("budget")
+    # The window is the fit's own (epochs and stop rules), not a duration or an iteration count.
+    return {"duration_s": None, "iterations": None, "warmup_iterations": 0, "dataset": dataset,
+            "fit": sweep.fit.model_dump(), "budget": None if budget is None else {"joules": budget},
+            "train_fraction": axes.get("train_fraction", 1.0)}

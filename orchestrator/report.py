@@ -160,9 +160,14 @@ def make_report(campaign: str | Path, out: Path | None = None, include_pue: bool
     out.mkdir(parents=True, exist_ok=True)
     tables = build_tables(data.stats, data.name, include_pue=include_pue,
                           notes=data.notes if data.historical else [])
+    from orchestrator.accuracy import accuracy_section  # the fit phase's tables and figures (issue #13)
+
+    fit_tables, fit_figures = accuracy_section(data, data.name)
+    tables = tables + fit_tables
     table_paths = write_tables(tables, out / "tables")
     figures = build_figures(data.stats, include_pue=include_pue)
     figures.update(trace_figures(data))
+    figures.update(fit_figures)
     captions = {name: getattr(fig, "caption", name) for name, fig in figures.items()}
     try:
         figure_paths = write_figures(figures, out / "figures")

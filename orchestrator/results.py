@@ -47,6 +47,10 @@ METRICS = {
     "work_facility_energy_kwh": ("EC x PUE per unit of work", "kWh", False),
     "work_co2_kg": ("CE per unit of work", "kgCO2eq", False),
     "work_duration_s": ("D per unit of work", "s", False),
+    # The fit phase (issue #13): accuracy is a result, measured on the validation split.
+    "accuracy": ("validation accuracy", "fraction", True),
+    "energy_to_target_j": ("energy to target accuracy", "J", False),
+    "time_to_target_s": ("time to target accuracy", "s", False),
 }
 # May be negative (idle subtracted): a linear interval; every other metric is positive (log-scale interval).
 SIGNED_METRICS = {"net_energy_per_sample_j"}
@@ -141,6 +145,9 @@ def derive_metrics(results: pd.DataFrame, work_samples: int | None = None) -> pd
     out["work_facility_energy_kwh"] = work_j / JOULES_PER_KWH * pue
     out["work_co2_kg"] = work_j / JOULES_PER_KWH * pue * col("carbon_intensity_g_per_kwh") / 1000.0
     out["work_duration_s"] = samples / out["throughput"].where(out["throughput"] > 0)
+    out["accuracy"] = col("accuracy_final")
+    out["energy_to_target_j"] = col("energy_to_target_j")
+    out["time_to_target_s"] = col("time_to_target_s")
     return out
 
 

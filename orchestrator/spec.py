@@ -14,7 +14,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, 
                       StrictStr, ValidationError, field_validator, model_validator)
 
 from jobs.backends import BACKENDS, DEFAULT_BACKEND
-from jobs.catalog import PHASES, TESTS
+from jobs.catalog import ALL_PHASES, PHASES, TESTS
 from orchestrator.errors import UserError
 from orchestrator.nodes import ROOT, node_types
 
@@ -102,9 +102,65 @@ class Repetitions(_Strict):
         return self
 
 
+# --- the fit phase: datasets, training settings, budgets, dataset size (issue #13) ---------------
+
+Fraction = Annotated[StrictFloat | StrictInt, Field(gt=0, le=1)]
+
+
+class Budget(_Strict):
+    """An energy budget for a `fit` cell: `{joules: x}` or `{wh: x}`."""
+
+    joules: PositiveNumber | None = None
+    wh: PositiveNumber | None = None
+
+    @model_validator(mode="after")
+    def _one_unit(self):
+        if (self.joules is None) == (self.wh is None):
+            raise ValueError("a budget is either {joules: x} or {wh: x}")
+        return self
+
+    def as_joules(self) -> float:
+        return float(self.joules) if self.joules is not None else float(self.wh) * 3600.0
+
+
+class Dataset(_Strict):
+    """Where a `fit` cell's data comes from (jobs/data.py); a path from a sweep never reaches a shell."""
+
+    kind: Literal["folder", "npz", "digits", "tfrecord"] = "folder"
+    path: StrictStr | None = None  # relative paths are resolved from the folder the sweep is run in; tfrecord: a glob
+    validation_split: Annotated[StrictFloat, Field(gt=0, lt=1)] = 0.2
+    seed: NonNegativeInt = 0
+    cache: StrictStr | None = None  # a node-local folder for the decoded arrays, e.g. $TMPDIR/bt-data
+    strict_data: StrictBool = False  # an unreadable image fails the cell instead of being skipped
+    data_in_window: StrictBool = False  # decode the dataset inside the energy window
+
+    @model_validator(mode="after")
+    def _path_for_files(self):
+        if self.kind != "digits" and not self.path:
+            raise ValueError(f"dataset kind {self.kind} needs a path")
+        if self.kind == "digits" and self.path:
+            raise ValueError("dataset kind digits reads scikit-learn's bundled data: it takes no path")
+        return self
+
+
+class Fit(_Strict):
+    """Stop rules and training settings of the `fit` phase (jobs/fit.py)."""
+
+    epochs: PositiveInt = 10  # the most epochs; fewer when the target or the budget stops it first
+    target_accuracy: Annotated[StrictFloat | StrictInt, Field(gt=0, le=1)] | None = None
+    learning_rate: PositiveNumber = 1e-3
+    bn_momentum: Annotated[StrictFloat, Field(ge=0, lt=1)] = 0.9
+    estimators_per_epoch: PositiveInt = 10  # trees or boosting iterations per epoch (shallow family)
+
+
+FIT_AXIS_KEYS = ("budget", "train_fraction")
+
+
 class Matrix(_Strict):
     tests: Annotated[list[TestName], Field(min_length=1)]
-    phases: Annotated[list[Literal[PHASES]], Field(min_length=1)] = list(PHASES)
+    phases: Annotated[list[Literal[ALL_PHASES]], Field(min_length=1)] = list(PHASES)
+    budgets: Annotated[list[Budget | None], Field(min_length=1)] = [None]  # fit cells only; null: none
+    train_fractions: Annotated[list[Fraction], Field(min_length=1)] = [1.0]  # fit cells only
     repetitions: PositiveInt | Repetitions = 1
     node_types: Annotated[list[NodeTypeName], Field(min_length=1)] = ["local"]
     backends: Annotated[list[Literal[BACKEND_NAMES]], Field(min_length=1)] = [DEFAULT_BACKEND]
@@ -134,10 +190,12 @@ class MatrixEntry(_Strict):
     """An exclude entry: the axis values a combination must all match."""
 
     test: TestName | None = None
-    phase: Literal[PHASES] | None = None
+    phase: Literal[ALL_PHASES] | None = None
     node_type: NodeTypeName | None = None
     backend: Literal[BACKEND_NAMES] | None = None
     subtest: StrictStr | None = None
+    budget: Budget | None = None  # fit cells
+    train_fraction: Fraction | None = None  # fit cells
 
     @field_validator("subtest")
     @classmethod
@@ -151,11 +209,16 @@ class MatrixEntry(_Strict):
     @model_validator(mode="after")
     def _not_empty(self):
         if self.axes() == {}:
-            raise ValueError(f"an entry needs at least one of: {', '.join(AXIS_KEYS)}")
+            raise ValueError(f"an entry needs at least one of: {', '.join(AXIS_KEYS + FIT_AXIS_KEYS)}")
         return self
 
     def axes(self) -> dict:
-        return {k: getattr(self, k) for k in AXIS_KEYS if getattr(self, k) is not None}
+        axes = {k: getattr(self, k) for k in AXIS_KEYS if getattr(self, k) is not None}
+        if self.budget is not None:
+            axes["budget"] = self.budget.as_joules()
+        if self.train_fraction is not None:
+            axes["train_fraction"] = float(self.train_fraction)
+        return axes
 
 
 class IncludeEntry(MatrixEntry, Settings):
@@ -214,6 +277,8 @@ class Sweep(_Strict):
     order: Order = Order()
     seed: NonNegativeInt = 42
     energy: Energy = Energy()
+    dataset: Dataset | None = None  # required when a cell runs the fit phase
+    fit: Fit = Fit()
     output: StrictStr = "results"
     # Scheduler options, validated by the launcher's own model (see orchestrator/launchers).
     slurm: dict[StrictStr, object] = {}

@@ -66,7 +66,7 @@ def test_missing_file_names_the_lookup(tmp_path):
     ("name: x\nmatrix:\n  tests: [mobilenet_v2\n", 4, "", "YAML syntax error"),
     (VALID.replace("repetitions: 2", "repetitions: -1"), 5, "matrix.repetitions", "greater than 0"),
     (VALID.replace("repetitions: 2", 'repetitions: "2"'), 5, "matrix.repetitions", "valid integer"),
-    (VALID.replace("[inference]", "[inference, testing]"), 4, "matrix.phases[1]", "'inference' or 'training'"),
+    (VALID.replace("[inference]", "[inference, testing]"), 4, "matrix.phases[1]", "'inference', 'training' or 'fit'"),
     (VALID.replace("[mobilenet_v2]", "[mobilenet_v2, mobilenet]"), 3, "matrix.tests[1]",
      "did you mean 'mobilenet_v2'"),
     (VALID.replace("[local]", "[chiflet]"), 6, "matrix.node_types[0]", "did you mean 'chifflet'"),
