@@ -204,7 +204,8 @@ def aggregate(results: pd.DataFrame, include_invalid: bool = False, work_samples
         row["cells"] = len(group)
         row["cells_done"] = row["n"] = len(ok)
         row["invalid_cells"] = invalid
-        systematic = pd.to_numeric(ok.get("energy_systematic_rel"), errors="coerce") if len(ok) else None
+        systematic = (pd.to_numeric(ok["energy_systematic_rel"], errors="coerce")
+                          if len(ok) and "energy_systematic_rel" in ok else None)
         sys_rel = float(systematic.max()) if systematic is not None and systematic.notna().any() else math.nan
         row["energy_systematic_rel"] = sys_rel
         for metric in METRICS:
