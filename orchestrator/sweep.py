@@ -99,8 +99,8 @@ def _adaptive_skip(campaign: Campaign, cells: list, by_group: dict, policy, roun
 
 
 def run_sweep(sweep_arg: str, output: str | None = None, rerun_failed: bool = False, force: bool = False,
-              progress_stream=None) -> SweepOutcome:
-    spec = load_sweep(sweep_arg)
+              progress_stream=None, set_overrides=None, only=None) -> SweepOutcome:
+    spec = load_sweep(sweep_arg, set_overrides=set_overrides, only=only)
     sweep = spec.sweep
     expansion = expand(spec)
     missing = expansion.not_implemented()
