@@ -170,6 +170,19 @@ _TESTS += [Test(number, name, title, "classification", (SubTest(f"{number}.1", F
 
 TESTS: dict = {t.name: t for t in _TESTS}
 
+# Static limits: the smallest input (height, width) each model can be built and run at, checked
+# by `expand` and `sweep` before anything runs. Found once, by building each Keras model at
+# shrinking square sizes with one forward pass (bisection, then the next sizes up, 2026-12-01,
+# Keras 3 / TF CPU); tests/test_spec_adversarial.py builds one at its minimum and below.
+# Tests not listed build at 1x1 or take no image.
+MIN_INPUT: dict = {
+    "inception_v3": (75, 75),          # Keras InceptionV3 refuses below 75x75
+    "inception_v4": (75, 75),
+    "inception_resnet_v2": (75, 75),   # Keras InceptionResNetV2 refuses below 75x75
+    "mobilenet_v2": (32, 32),          # keras.applications refuse below 32x32
+    "resnet_v2_50": (32, 32),
+}
+
 
 def get_test(name: str) -> Test:
     try:

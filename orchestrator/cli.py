@@ -1,4 +1,8 @@
-"""`benchmark-tracker`: parse arguments, call one function per verb, turn user errors into exit code 2."""
+"""benchmark-tracker: measure how much time and energy each AI Benchmark model costs on each kind of node.
+
+A sweep file (docs/sweep-format.md) expands to cells; `sweep` runs them, `collect`, `report` and
+`compare` read the results. `benchmark-tracker VERB --help` describes each verb.
+"""
 from __future__ import annotations
 
 import argparse
@@ -28,20 +32,83 @@ def _fit_window(params: dict) -> str:
     return ", ".join(parts)
 
 
+EXIT_CODES = """exit codes:
+  0    all done
+  1    some cells failed (or, for nightly, a regression)
+  2    bad input: an invalid sweep, a missing file, an unusable launcher; nothing was run or written
+  3    wait: gave up after --timeout
+  130  interrupted (Ctrl-C); rerun the same command to resume"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with did-you-mean for a mistyped verb or choice (exit 2, like every bad input)."""
+
+    def error(self, message):
+        import difflib
+        import re
+
+        match = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if match:
+            choices = re.findall(r"'([^']*)'", match.group(2))
+            close = difflib.get_close_matches(match.group(1), choices, n=3)
+            if close:
+                message += f"; did you mean {' or '.join(map(repr, close))}?"
+        super().error(message)
+
+
+def _estimate_lines(spec, cells: list) -> list:
+    from orchestrator.estimate import GUESS_ITERATION_S, GUESS_START_S, duration, estimate
+
+    found = estimate(spec, cells)
+    lines = ["", "estimate (one cell at a time per node type; queue waits not included):"]
+    for nt, (total, guessed) in sorted(found.per_node_type().items()):
+        lines.append(f"  {nt}: {duration(total)} for {sum(1 for c in found.cells if c.cell.node_type == nt)} "
+                     f"cells, of which {duration(guessed)} guessed; idle baselines "
+                     f"{duration(found.idle_s.get(nt, 0))}, cooldowns {duration(found.cooldown_s.get(nt, 0))}")
+    lines.append(f"  total: {duration(found.total_s)} ({duration(found.guessed_s)} of it guessed; node types "
+                 "under a scheduler may run side by side)")
+    reps = spec.sweep.matrix.repetitions
+    if not isinstance(reps, int):
+        low = estimate(spec, [c for c in cells if c.repetition < reps.min])
+        lines.append(f"  adaptive repetitions: {duration(low.total_s)} if {reps.min} repetitions suffice, up to "
+                     f"{duration(found.total_s)} with all {reps.max}")
+    lines.append(f"  guesses: {GUESS_START_S:g} s per cell to start and build the model, {GUESS_ITERATION_S:g} s "
+                 "per iteration for warm-ups and windows given in iterations; windows in duration_s, idle "
+                 f"baselines and cooldowns are as requested; each cell is stopped at timeout_s "
+                 f"({spec.sweep.timeout_s:g} s)")
+    return lines
+
+
+def _estimate_json(spec, cells: list) -> dict:
+    from orchestrator.estimate import GUESS_ITERATION_S, GUESS_START_S, estimate
+
+    found = estimate(spec, cells)
+    return {"total_s": found.total_s, "guessed_s": found.guessed_s,
+            "guesses": {"start_s_per_cell": GUESS_START_S, "iteration_s": GUESS_ITERATION_S},
+            "node_types": {nt: {"total_s": t, "guessed_s": g, "idle_s": found.idle_s.get(nt, 0.0),
+                                "cooldown_s": found.cooldown_s.get(nt, 0.0)}
+                           for nt, (t, g) in found.per_node_type().items()},
+            "cells": {c.cell.id: {"start_s": c.start_s, "warmup_s": c.warmup_s, "window_s": c.window_s,
+                                  "window_guessed": c.window_guessed, "total_s": c.total_s} for c in found.cells}}
+
+
 def cmd_expand(args) -> int:
     from orchestrator.matrix import expand
     from orchestrator.spec import load_sweep
 
-    spec = load_sweep(args.sweep)
+    spec = load_sweep(args.sweep, set_overrides=args.set, only=args.only)
     expansion = expand(spec)
     rows = [{"id": c.id, **c.params, "input_shape": "x".join(map(str, c.params["input_shape"])),
              "window": f"{c.duration_s:g} s" if c.duration_s is not None else (
                  f"{c.iterations} it" if c.iterations is not None else _fit_window(c.params)),
              "implemented": c.implemented} for c in expansion.cells]
     if args.json:
-        print(json.dumps({"sweep": spec.sweep.name, "cells": [{"id": c.id, "implemented": c.implemented,
-                                                               "params": c.params} for c in expansion.cells],
-                          "not_implemented": expansion.not_implemented(), "notes": expansion.notes}, indent=2))
+        report = {"sweep": spec.sweep.name, "cells": [{"id": c.id, "implemented": c.implemented,
+                                                      "params": c.params} for c in expansion.cells],
+                  "not_implemented": expansion.not_implemented(), "notes": expansion.notes}
+        if args.estimate:
+            report["estimate"] = _estimate_json(spec, expansion.cells)
+        print(json.dumps(report, indent=2))
         return 0
     print(_table(rows, ["id", "test", "subtest", "phase", "node_type", "backend", "repetition", "batch_size",
                         "input_shape",
@@ -55,6 +122,8 @@ def cmd_expand(args) -> int:
         print(f"note: {note}")
     if expansion.not_implemented():
         print(f"not implemented yet (a sweep with them is refused): {', '.join(expansion.not_implemented())}")
+    if args.estimate:
+        print("\n".join(_estimate_lines(spec, expansion.cells)))
     return 0
 
 
@@ -62,7 +131,8 @@ def cmd_sweep(args) -> int:
     from orchestrator.sweep import run_sweep
 
     outcome = run_sweep(args.sweep, output=args.output, rerun_failed=args.rerun_failed, force=args.force,
-                        wait_for_host=not args.no_wait, allow_concurrent=args.allow_concurrent)
+                        wait_for_host=not args.no_wait, allow_concurrent=args.allow_concurrent,
+                        set_overrides=args.set, only=args.only)
     if outcome.storage_error:
         print(f"error: {outcome.storage_error}; free space (or restore the folder), then rerun the same command "
               "to resume", file=sys.stderr)
@@ -294,18 +364,40 @@ def cmd_dataset(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="benchmark-tracker", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    verbs = parser.add_subparsers(dest="verb", required=True)
+def _sweep_changes(p) -> None:
+    """--set and --only, for the verbs that load a sweep: validated exactly like the file."""
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="change the sweep: a dotted key path and a YAML value, e.g. matrix.repetitions=3, "
+                        "defaults.duration_s=5, matrix.tests=[vgg_16]; repeatable")
+    p.add_argument("--only", nargs="+", action="extend", metavar="AXIS=VALUE[,VALUE]",
+                   help="keep only the cells with these axis values, e.g. test=vgg_16,mobilenet_v2 "
+                        "phase=training (axes: test, phase, node_type, subtest)")
 
-    p = verbs.add_parser("expand", help="print the cells a sweep expands to")
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="benchmark-tracker", description=__doc__, epilog=EXIT_CODES,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB", parser_class=_Parser)
+
+    p = verbs.add_parser("expand", help="print the cells a sweep expands to (validates it; runs nothing)",
+                         description="Validate a sweep and print its cells, with --estimate the expected "
+                                     "duration. Runs and writes nothing.",
+                         epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sweep", help="a sweep file, or a bare name looked up in sweeps/")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--estimate", action="store_true",
+                   help="also the campaign's expected duration, per node type and in total, saying what is guessed")
+    _sweep_changes(p)
     p.set_defaults(func=cmd_expand)
 
-    p = verbs.add_parser("sweep", help="run a sweep's cells (skips done ones), then collect")
+    p = verbs.add_parser("sweep", help="run a sweep's cells (skips done ones), then collect",
+                         description="Validate a sweep, write its campaign folder (<output>/<name>/), run its "
+                                     "cells and collect their results. Rerunning resumes: done cells are "
+                                     "skipped. With --set/--only the campaign freezes the effective sweep.",
+                         epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sweep", help="a sweep file, or a bare name looked up in sweeps/")
+    _sweep_changes(p)
     p.add_argument("--output", help="results folder (default: the sweep's `output`)")
     p.add_argument("--rerun-failed", action="store_true", help="run failed cells again")
     p.add_argument("--force", action="store_true", help="run every cell again, done ones included")

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs import backends as job_backends
-from jobs.catalog import FIT_PHASE, TESTS
+from jobs.catalog import FIT_PHASE, MIN_INPUT, TESTS
 from jobs.records import RESULT_SCHEMA_VERSION
 from orchestrator.errors import UserError
-from orchestrator.spec import AXIS_KEYS, BUILTIN_SETTINGS, SweepSpec
+from orchestrator.spec import AXIS_KEYS, BUILTIN_SETTINGS, MAX_CELLS, SweepSpec, did_you_mean
 
 ID_LENGTH = 12
 
@@ -97,7 +97,8 @@ def expand(spec: SweepSpec) -> Expansion:
             combos.extend((new, [(where, settings)]) for new in _new_combos(spec, index, axes))
 
     combos = _with_knobs(sweep.matrix, combos)
-
+    combos = _select(spec, combos)
+    _check_count(spec, combos)
     cells, seen = [], {}
     for repetition in range(max_repetitions(sweep)):  # repetition-major: interleaves tests
         for axes, layers in combos:
@@ -149,6 +150,47 @@ def _check_backends(spec: SweepSpec, combos: list) -> None:
                 lines.append(line)
     if lines:
         raise UserError(f"invalid sweep {spec.path}", lines)
+
+
+def _select(spec: SweepSpec, combos: list) -> list:
+    """Keep the combinations `only` selects (any axis of the matrix; values it has, or did-you-mean)."""
+    everything = combos
+    for axis, wanted in spec.sweep.only.items():
+        present = sorted({str(c[0][axis]) for c in everything if axis in c[0]})
+        if not present:
+            axes = sorted({k for c in combos for k in c[0]}) or list(AXIS_KEYS)
+            raise spec.error(("only", axis), f"unknown axis {axis!r}{did_you_mean(axis, axes)}; "
+                                             f"axes: {', '.join(axes)}")
+        for index, value in enumerate(wanted):
+            if value not in present:
+                raise spec.error(("only", axis, index), f"{value!r} is not a {axis} of this sweep"
+                                                        f"{did_you_mean(value, present)}; it has: {', '.join(present)}")
+        combos = [c for c in combos if str(c[0].get(axis)) in wanted]
+    return combos
+
+
+def _check_count(spec: SweepSpec, combos: list) -> None:
+    """Refuse an empty campaign, and one too large to build, before building any cell."""
+    sweep = spec.sweep
+    if not combos:
+        blame = ("only",) if sweep.only else ("exclude",) if sweep.exclude else ("matrix",)
+        why = {"only": "`only` (or --only) selects", "exclude": "`exclude` leaves",
+               "matrix": "the matrix has"}[blame[0]]
+        raise spec.error(blame, f"{why} no cell to run: nothing would be measured")
+    total = len(combos) * max_repetitions(sweep)
+    if total > MAX_CELLS:
+        raise spec.error(("matrix", "repetitions"), f"the sweep expands to {total:,} cells ({len(combos):,} "
+                                                    f"combinations x {max_repetitions(sweep):,} repetitions), "
+                                                    f"more than the {MAX_CELLS:,} a campaign may have")
+
+
+def _check_min_input(spec: SweepSpec, test, input_shape: list, where: tuple) -> None:
+    """A model's own static limit (Inception needs 75x75), refused now rather than after a queue wait."""
+    minimum = MIN_INPUT.get(test.name)
+    if minimum and any(size < low for size, low in zip(input_shape, minimum)):
+        shown = "x".join(map(str, input_shape[:len(minimum)]))
+        raise spec.error(where, f"{test.name} needs an input of at least {'x'.join(map(str, minimum))} "
+                                f"(the model cannot be built smaller), got {shown}")
 
 
 def max_repetitions(sweep) -> int:
@@ -224,6 +266,7 @@ def _resolve(spec: SweepSpec, axes: dict, include_layers: list, repetition: int)
                              f"{test.name} takes {len(sub.input_shape) - 1} input size value(s) "
                              f"(its input is {'x'.join(map(str, sub.input_shape))}), got {size}")
         input_shape = [*size, sub.input_shape[-1]]
+        _check_min_input(spec, test, input_shape, origin["input_size"] + ("input_size",))
     batch = settings.get("batch_size", sub.batch * settings["batch_scale"])
     params = {
         "test": test.name,

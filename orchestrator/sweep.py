@@ -120,8 +120,9 @@ def _chosen_again(campaign, cells: list, rerun_failed: bool, force: bool) -> lis
 
 
 def run_sweep(sweep_arg: str, output: str | None = None, rerun_failed: bool = False, force: bool = False,
-              progress_stream=None, wait_for_host: bool = True, allow_concurrent: bool = False) -> SweepOutcome:
-    spec = load_sweep(sweep_arg)
+              progress_stream=None, wait_for_host: bool = True, allow_concurrent: bool = False,
+              set_overrides=None, only=None) -> SweepOutcome:
+    spec = load_sweep(sweep_arg, set_overrides=set_overrides, only=only)
     sweep = spec.sweep
     expansion = expand(spec)
     missing = expansion.not_implemented()

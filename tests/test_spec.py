@@ -63,7 +63,8 @@ def test_missing_file_names_the_lookup(tmp_path):
 
 
 @pytest.mark.parametrize("text, line, key, words", [
-    ("name: x\nmatrix:\n  tests: [mobilenet_v2\n", 4, "", "YAML syntax error"),
+    # line 3, where the bracket opened: the file has no line 4
+    ("name: x\nmatrix:\n  tests: [mobilenet_v2\n", 3, "", "YAML syntax error"),
     (VALID.replace("repetitions: 2", "repetitions: -1"), 5, "matrix.repetitions", "greater than 0"),
     (VALID.replace("repetitions: 2", 'repetitions: "2"'), 5, "matrix.repetitions", "valid integer"),
     (VALID.replace("[inference]", "[inference, testing]"), 4, "matrix.phases[1]", "'inference', 'training' or 'fit'"),
