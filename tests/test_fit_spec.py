@@ -64,7 +64,7 @@ matrix:
     (("dataset:\n  kind: digits\n", ""), "matrix.phases", "add a `dataset:` section"),
     (("kind: digits", "kind: folder"), "dataset", "needs a path"),
     (("{joules: 10}", "{joules: 10, wh: 1}"), "matrix.budgets[0]", "either {joules: x} or {wh: x}"),
-    (("[0.5, 1.0]", "[0.5, 1.5]"), "matrix.train_fractions[1]", "less than or equal to 1"),
+    (("[0.5, 1.0]", "[0.5, 1.5]"), "matrix.train_fractions[1]", "at most 1"),
     (("target_accuracy: 0.9", "target_acc: 0.9"), "fit.target_acc", "unknown key"),
 ])
 def test_bad_fit_sweeps_point_at_file_line_and_key(sweep_file, change, where, message):
