@@ -5,7 +5,8 @@
 # TensorFlow, JAX and PyTorch (the three Keras backends, docs/backends.md): the CUDA builds where
 # nvidia-smi exists (GPU nodes), the CPU builds elsewhere; force one with TF_EXTRA=gpu or TF_EXTRA=cpu.
 # On CPU, torch comes from PyTorch's CPU index (TORCH_INDEX; a PyPI torch would pull ~3 GB of CUDA
-# wheels), installed first so that the extra finds it satisfied.
+# wheels), installed first so that the extra finds it satisfied. TORCH_INDEX= (empty) skips that index
+# where a CPU wheel is already at hand (a local wheel folder, as in CI).
 , := ,
 PYTHON   ?= $(shell command -v python3.11 || command -v python3)
 VENV     ?= .venv
@@ -13,7 +14,7 @@ SWEEP    ?= smoke.yaml
 TF_EXTRA ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 BACKEND_EXTRAS := $(if $(filter gpu,$(TF_EXTRA)),jax-gpu$(,)torch-gpu,jax$(,)torch)
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
-TORCH_SPEC := torch>=2.13,<2.14
+TORCH_SPEC  ?= torch>=2.13,<2.14
 STAMP    := $(VENV)/.installed-$(TF_EXTRA)
 BT       := $(VENV)/bin/benchmark-tracker
 
@@ -27,7 +28,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "Python 3.11 is required (set PYTHON=...)")'
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(if $(filter cpu,$(TF_EXTRA)),$(VENV)/bin/python -m pip install --quiet --extra-index-url '$(TORCH_INDEX)' '$(TORCH_SPEC)')
+	$(if $(filter cpu,$(TF_EXTRA)),$(VENV)/bin/python -m pip install --quiet $(if $(TORCH_INDEX),--extra-index-url '$(TORCH_INDEX)') '$(TORCH_SPEC)')
 	$(VENV)/bin/python -m pip install --quiet -e '.[$(TF_EXTRA),$(BACKEND_EXTRAS),test]'
 	rm -f $(VENV)/.installed-*
 	touch $@
