@@ -391,7 +391,8 @@ def summarise(results: pd.DataFrame, include_invalid: bool = False) -> pd.DataFr
     from orchestrator.results import aggregate
 
     stats = aggregate(results, include_invalid=include_invalid)
-    return stats[stats["n"] > 0].reset_index(drop=True) if len(stats) else stats
+    keep = (stats["n"] > 0) | (stats["invalid_cells"] > 0)  # a group left out entirely still says how many
+    return stats[keep].reset_index(drop=True) if len(stats) else stats
 
 
 def collect(campaign_root: Path, pue: float | None = None, carbon_intensity_g_per_kwh: float | None = None,

@@ -110,21 +110,22 @@ def test_killed_job_is_failed_with_reason_and_rerun_completes_it(sweep_file, tmp
 
 
 def test_timeout_and_python_error_are_failed_with_reason_and_others_continue(sweep_file, tmp_path):
-    # input 8x8 is below MobileNet-V2's minimum: the job raises inside Keras.
-    text = tiny_sweep("errors", phases="[inference]") + "include:\n  - {test: mobilenet_v2, phase: training, " \
-                                                        "node_type: local, input_size: [8, 8]}\n"
+    # A fit cell whose dataset folder does not exist on the node: the job raises before its window.
+    # (A too-small input, the old way to make a job raise, is now refused by expand.)
+    text = tiny_sweep("errors", phases="[inference]") + "include:\n  - {test: mobilenet_v2, phase: fit, " \
+                                                        f"node_type: local}}\ndataset: {{kind: folder, path: {tmp_path / 'nowhere'}}}\n"
     out = tmp_path / "results"
     result = run_cli("sweep", sweep_file(text), "--output", out)
     assert result.returncode == 1
     by_phase = {json.loads((c / "cell.json").read_text())["params"]["phase"]: json.loads(
         (c / "status.json").read_text()) for c in (out / "errors").glob("cells/*")}
     assert by_phase["inference"]["state"] == "done"
-    assert by_phase["training"]["state"] == "failed"
-    assert by_phase["training"]["reason"].startswith("ValueError:")
+    assert by_phase["fit"]["state"] == "failed"
+    assert by_phase["fit"]["reason"].startswith("DataError:") and "does not exist" in by_phase["fit"]["reason"]
     failed_cell = next(c for c in (out / "errors").glob("cells/*") if
                        json.loads((c / "status.json").read_text())["state"] == "failed")
     error = json.loads((failed_cell / "result.json").read_text())["error"]
-    assert error["type"] == "ValueError" and "Traceback" in error["traceback"]
+    assert error["type"] == "DataError" and "Traceback" in error["traceback"]
 
     slow = run_cli("sweep", sweep_file(tiny_sweep("slow", phases="[inference]", timeout=2), "slow.yaml"),
                    "--output", out)

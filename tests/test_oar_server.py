@@ -133,7 +133,7 @@ def test_a_sweep_runs_through_oar_with_kwollect_energy_and_resumes(oar_lab, work
         submitted = bt(oar_lab, "sweep", sweep, "--output", workdir / "results")
         assert submitted.returncode == 0, submitted.stderr + submitted.stdout
         assert "oar: submitting 1 cell(s) to cluster chifflet" in submitted.stderr
-        assert "SUBMIT mobilenet_v2 inference 1.1 on oar-local rep 0: OAR job" in submitted.stderr
+        assert "SUBMIT mobilenet_v2 inference 1.1 tensorflow on oar-local rep 0: OAR job" in submitted.stderr
         campaign = workdir / "results" / "oar_e2e"
         [status] = statuses(campaign)
         assert status["launcher"] == "oar" and status["job_id"] > 0

@@ -62,6 +62,8 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     assert "Table 2: Inference: EC, CE and D per nominal work" in html
     assert "Throughput and energy efficiency, synthetic" in html
     assert "estimated: codecarbon load model" in html and "measured:" not in html
-    assert html.count("<svg") == 4 and "fig1_inference_energy_per_sample" in html
+    # four paper figures, and reported top-1 against inference energy (#13: the seed paper's accuracy question)
+    assert html.count("<svg") == 5 and "fig1_inference_energy_per_sample" in html
+    assert "reported_accuracy_vs_inference_energy" in html
     assert "Fig. 1: inference energy per sample" in html  # a real caption under the figure
     assert 'id="meters"' in html and "alpha-1" in html and "Test CPU 9000" in html
