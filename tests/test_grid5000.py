@@ -173,8 +173,8 @@ def test_job_script_quotes_every_path_and_runs_kwollect_after_a_success(tmp_path
 @pytest.mark.parametrize("section, message", [
     ("oar: {properties: {gpu_model: \"x' OR 1=1; $(rm -rf ~)\"}}", "contains a quote, $, ` or \\"),
     ("oar: {properties: {'bad name': 1}}", "lower-case letters, digits and _ only"),
-    ("oar: {job_types: ['night; rm -rf ~']}", "String should match pattern"),
-    ("oar: {queue: 'abaca\"'}", "String should match pattern"),
+    ("oar: {job_types: ['night; rm -rf ~']}", "must match pattern"),
+    ("oar: {queue: 'abaca\"'}", "must match pattern"),
     ("oar: {python: 'python3 -c evil'}", "an absolute path"),
     ("oar: {walltime: '1:xx'}", "walltime '1:xx'"),
     ("oar: {wallclock: 10}", "unknown key"),
