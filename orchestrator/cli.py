@@ -110,9 +110,15 @@ def cmd_expand(args) -> int:
             report["estimate"] = _estimate_json(spec, expansion.cells)
         print(json.dumps(report, indent=2))
         return 0
-    print(_table(rows, ["id", "test", "subtest", "phase", "node_type", "backend", "repetition", "batch_size",
-                        "input_shape",
-                        "precision", "execution", "window", "implemented"]))
+    columns = ["id", "test", "subtest", "phase", "node_type", "backend", "repetition", "batch_size", "input_shape",
+               "precision", "execution", "window", "implemented"]
+    if args.estimate:
+        from orchestrator.estimate import duration, estimate
+
+        for row, cell in zip(rows, estimate(spec, expansion.cells).cells):
+            row["estimate"] = f"{duration(cell.total_s)} ({duration(cell.guessed_s)} guessed)"
+        columns.append("estimate")
+    print(_table(rows, columns))
     print(f"\n{len(rows)} cells from {spec.path}")
     reps = spec.sweep.matrix.repetitions
     if not isinstance(reps, int):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs import backends as job_backends
-from jobs.catalog import FIT_PHASE, MIN_INPUT, TESTS
+from jobs.catalog import FIT_PHASE, INPUT_MULTIPLE, MIN_INPUT, TESTS
 from jobs.records import RESULT_SCHEMA_VERSION
 from orchestrator.errors import UserError
 from orchestrator.spec import AXIS_KEYS, BUILTIN_SETTINGS, MAX_CELLS, SweepSpec, did_you_mean
@@ -184,13 +184,17 @@ def _check_count(spec: SweepSpec, combos: list) -> None:
                                                     f"more than the {MAX_CELLS:,} a campaign may have")
 
 
-def _check_min_input(spec: SweepSpec, test, input_shape: list, where: tuple) -> None:
-    """A model's own static limit (Inception needs 75x75), refused now rather than after a queue wait."""
-    minimum = MIN_INPUT.get(test.name)
+def _check_input_limits(spec: SweepSpec, test, input_shape: list, where: tuple) -> None:
+    """A model's own static limits (Inception needs 75x75, U-Net multiples of 16), refused now
+    rather than after a queue wait."""
+    minimum, multiple = MIN_INPUT.get(test.name), INPUT_MULTIPLE.get(test.name)
+    shown = "x".join(map(str, input_shape[:2]))
     if minimum and any(size < low for size, low in zip(input_shape, minimum)):
-        shown = "x".join(map(str, input_shape[:len(minimum)]))
         raise spec.error(where, f"{test.name} needs an input of at least {'x'.join(map(str, minimum))} "
                                 f"(the model cannot be built smaller), got {shown}")
+    if multiple and any(size % multiple for size in input_shape[:2]):
+        raise spec.error(where, f"{test.name} takes input sizes in multiples of {multiple} (its layers must "
+                                f"line up), got {shown}")
 
 
 def max_repetitions(sweep) -> int:
@@ -266,7 +270,7 @@ def _resolve(spec: SweepSpec, axes: dict, include_layers: list, repetition: int)
                              f"{test.name} takes {len(sub.input_shape) - 1} input size value(s) "
                              f"(its input is {'x'.join(map(str, sub.input_shape))}), got {size}")
         input_shape = [*size, sub.input_shape[-1]]
-        _check_min_input(spec, test, input_shape, origin["input_size"] + ("input_size",))
+        _check_input_limits(spec, test, input_shape, origin["input_size"] + ("input_size",))
     batch = settings.get("batch_size", sub.batch * settings["batch_scale"])
     params = {
         "test": test.name,
