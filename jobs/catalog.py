@@ -2,8 +2,9 @@
 
 Metadata (batches, shapes, reference parameter counts) comes from
 `ai-benchmark` 0.1.2's config and graph files, as recorded in the project's
-test-catalog notes. Importing this module does not import TensorFlow: the
-frontend uses it to validate and expand sweeps.
+test-catalog notes. Importing this module imports neither Keras nor any
+framework (Keras fixes its backend at import): the frontend uses it to
+validate and expand sweeps.
 """
 from __future__ import annotations
 
@@ -140,13 +141,18 @@ def get_test(name: str) -> Test:
 
 
 def built_params(test: Test) -> tuple:
-    """(total, trainable) parameters of our model at the original size, by building it (imports Keras)."""
+    """(total, trainable) parameters of our model at the original size, by building it.
+
+    Imports Keras: select the backend first (jobs.backends.select_backend).
+    """
+    import math
+
     import keras
 
     sub = test.subtests[0]
     model = test.load_builder()(sub.input_shape, sub.output_shape)
     total = model.count_params()
-    trainable = sum(int(v.numpy().size) for v in model.trainable_variables)
+    trainable = sum(int(math.prod(v.shape)) for v in model.trainable_weights)
     del model
     keras.backend.clear_session()  # keep memory flat across the catalog's 19 models
     return total, trainable

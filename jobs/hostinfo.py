@@ -77,16 +77,21 @@ def host_record() -> dict:
 
 
 def software_record() -> dict:
+    """Library versions; the backend's own (name, version, CUDA build) come from jobs.backends."""
     import keras
-    import tensorflow as tf
 
-    return {
+    from jobs import backends
+
+    record = {
         "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "tensorflow_package": next((p for p in ("tensorflow", "tensorflow-cpu") if _version(p)), None),
         "keras": keras.__version__,
         "codecarbon": _version("codecarbon"),
         "numpy": _version("numpy"),
-        "cuda_build": tf.sysconfig.get_build_info().get("cuda_version"),
-        "cudnn_build": tf.sysconfig.get_build_info().get("cudnn_version"),
+        # Every installed framework's version, whichever one ran: results stay traceable.
+        "tensorflow": _version("tensorflow") or _version("tensorflow-cpu"),
+        "tensorflow_package": next((p for p in ("tensorflow", "tensorflow-cpu") if _version(p)), None),
+        "jax": _version("jax"),
+        "torch": _version("torch"),
     }
+    record.update(backends.software_record())
+    return record

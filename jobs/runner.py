@@ -7,6 +7,7 @@ latency covers finished work and the iterations tile the window exactly.
 """
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from datetime import datetime, timezone
@@ -107,24 +108,37 @@ def energy_record(energy, samples: int, window_s: float, config: dict, idle: dic
     }
 
 
+def _phase(cell_dir: Path, name: str) -> None:
+    """Mark the job's phase (idle/build/warmup/window/post) where jobs.records can record it."""
+    from jobs import records
+
+    write_phase = getattr(records, "write_phase", None)
+    if write_phase is not None:
+        write_phase(cell_dir, name)
+
+
 def run_cell(cell: dict, cell_dir: Path) -> dict:
     """Everything but the status bookkeeping: returns the result's measured part."""
-    import tensorflow as tf
+    from jobs import backends
+
+    params = cell["params"]
+    # First, before anything imports Keras: Keras picks its backend once, at import.
+    backend = params.get("backend", backends.DEFAULT_BACKEND)
+    backends.select_backend(backend)
 
     from jobs import hostinfo, workload
     from jobs.idle import idle_baseline
     from jobs.meters import build_meters
 
-    params = cell["params"]
     test = get_test(params["test"])
     config = cell["energy"]
     timings = {}
 
     expected_gpus = cell.get("node", {}).get("gpu_count", 0)
-    tf_gpus = tf.config.list_physical_devices("GPU")
-    if expected_gpus and not tf_gpus:
-        raise RuntimeError(f"node type {params['node_type']} promises {expected_gpus} GPU(s) but TensorFlow "
-                           "sees none: check the CUDA build of TensorFlow (tensorflow[and-cuda]) and the "
+    gpus_seen = backends.gpus_seen()
+    if expected_gpus and not gpus_seen:
+        raise RuntimeError(f"node type {params['node_type']} promises {expected_gpus} GPU(s) but {backend} "
+                           f"sees none: check the CUDA build of {backend} (see docs/backends.md) and the "
                            "allocation (CUDA_VISIBLE_DEVICES); refusing to report CPU numbers as GPU ones")
 
     clock = time.perf_counter()
@@ -132,14 +146,16 @@ def run_cell(cell: dict, cell_dir: Path) -> dict:
     timings["meters_setup_s"] = time.perf_counter() - clock
     try:
         # Before the model exists: the node is as idle as this job can make it.
+        _phase(cell_dir, "idle")
         clock = time.perf_counter()
         idle = idle_baseline(meters, Path(cell_dir).parent.parent, config["idle_s"], config["idle_reuse_s"],
                              cell["id"])
         timings["idle_s"] = time.perf_counter() - clock
 
+        _phase(cell_dir, "build")
         clock = time.perf_counter()
         workload.set_precision(params["precision"])
-        tf.keras.utils.set_random_seed(params["seed"] + params["repetition"])
+        backends.seed_everything(params["seed"] + params["repetition"])
         input_shape = tuple(params["input_shape"])
         sub = next(s for s in test.subtests if s.id == params["subtest"])
         model = test.load_builder()(input_shape, sub.output_shape)
@@ -152,34 +168,45 @@ def run_cell(cell: dict, cell_dir: Path) -> dict:
         step = workload.make_step(model, params["phase"], x, y, params["execution"])
         timings["data_s"] = time.perf_counter() - clock
 
+        _phase(cell_dir, "warmup")
         clock = time.perf_counter()
         warmup_latencies = []
         for _ in range(params["warmup_iterations"]):
             start = time.perf_counter()
             step()
-            workload.sync_devices()
+            step.sync()
             warmup_latencies.append(time.perf_counter() - start)
         probe = step()  # where did the ops run? (outside the window)
-        workload.sync_devices()
+        step.sync()
         timings["warmup_s"] = time.perf_counter() - clock
         timings["warmup_latencies_s"] = warmup_latencies
+        compute_device = backends.placement(probe)
+        if expected_gpus and not backends.placement_on_gpu(compute_device):
+            raise RuntimeError(f"node type {params['node_type']} promises {expected_gpus} GPU(s) and {backend} "
+                               f"sees {gpus_seen}, but the step ran on {compute_device}: refusing to report "
+                               "CPU numbers as GPU ones")
 
+        _phase(cell_dir, "window")
         meters.start()
-        window = measure_window(step, workload.sync_devices, params["duration_s"], params["iterations"])
+        window = measure_window(step, step.sync, params["duration_s"], params["iterations"])
         energy = meters.stop()
+        _phase(cell_dir, "post")
     finally:
         meters.close()
 
     iterations = len(window["latencies"])
     samples = iterations * params["batch_size"]
     duration = window["end"] - window["start"]
-    trainable = sum(int(v.numpy().size) for v in model.trainable_variables)
+    trainable = sum(int(math.prod(v.shape)) for v in model.trainable_weights)
     return {
         "host": hostinfo.host_record(),
         "software": hostinfo.software_record(),
         "devices": {
-            "compute_device": getattr(probe, "device", None),
-            "tf_gpus": [d.name for d in tf_gpus],
+            "backend": backend,
+            "execution": step.execution,
+            "compute_device": compute_device,
+            "backend_gpus": gpus_seen,
+            "tf_gpus": gpus_seen if backend == "tensorflow" else [],  # kept for older readers
             "expected_gpus": expected_gpus,
         },
         "model": {"total_params": model.count_params(), "trainable_params": trainable,

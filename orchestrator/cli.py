@@ -32,7 +32,7 @@ def cmd_expand(args) -> int:
                                                                "params": c.params} for c in expansion.cells],
                           "not_implemented": expansion.not_implemented(), "notes": expansion.notes}, indent=2))
         return 0
-    print(_table(rows, ["id", "test", "subtest", "phase", "node_type", "repetition", "batch_size", "input_shape",
+    print(_table(rows, ["id", "test", "subtest", "phase", "node_type", "backend", "repetition", "batch_size", "input_shape",
                         "precision", "execution", "window", "implemented"]))
     print(f"\n{len(rows)} cells from {spec.path}")
     reps = spec.sweep.matrix.repetitions
@@ -127,7 +127,13 @@ def cmd_cancel(args) -> int:
 
 
 def cmd_catalog(args) -> int:
+    from jobs import backends
     from jobs.catalog import TESTS, built_params
+
+    if not args.no_build:
+        if not backends.is_installed(args.backend):
+            raise UserError(f"backend {args.backend} is not installed", [backends.get_backend(args.backend).install])
+        backends.select_backend(args.backend)  # before built_params imports Keras
 
     tests = []
     for t in TESTS.values():
@@ -262,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("catalog", help="list the tests and sub-tests, with parameter counts of the built models")
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-build", action="store_true", help="skip building the models (fast; no built counts)")
+    p.add_argument("--backend", choices=["tensorflow", "jax", "torch"], default="tensorflow",
+                   help="the Keras backend that builds and counts the models (default: tensorflow)")
     p.set_defaults(func=cmd_catalog)
 
     p = verbs.add_parser("report", help="HTML report, paper-style tables and figures for a campaign")

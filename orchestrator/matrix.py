@@ -1,10 +1,11 @@
-"""Expand a validated sweep into cells: one test × phase × sub-test × node type × repetition each.
+"""Expand a validated sweep into cells: one test × phase × sub-test × node type × backend × repetition each.
 
 include/exclude follow GitHub Actions' matrix rules: excludes remove the
 combinations whose listed axes all match; each include adds its settings to
 every combination it matches on its axes, or, matching none, creates new
 combinations. Settings resolve as built-in < `defaults` < `overrides.<test>`
-< include entries, in file order.
+< include entries, in file order. A cell's execution not set by the sweep is
+its backend's default (graph for TensorFlow and JAX, eager for PyTorch).
 """
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from jobs import backends as job_backends
 from jobs.catalog import TESTS
 from jobs.records import RESULT_SCHEMA_VERSION
+from orchestrator.errors import UserError
 from orchestrator.spec import AXIS_KEYS, BUILTIN_SETTINGS, SweepSpec
 
 ID_LENGTH = 12
@@ -37,7 +40,8 @@ class Cell:
     @property
     def label(self) -> str:
         p = self.params
-        return f"{p['test']} {p['phase']} {p['subtest']} on {p['node_type']} rep {p['repetition']}"
+        backend = f" {p['backend']}" if "backend" in p else ""
+        return f"{p['test']} {p['phase']} {p['subtest']}{backend} on {p['node_type']} rep {p['repetition']}"
 
 
 @dataclass
@@ -73,8 +77,9 @@ def expand(spec: SweepSpec) -> Expansion:
                 if not subs:
                     notes.append(f"{test_name} has no {phase} sub-test (it runs: {', '.join(test.phases())})")
                 for sub in subs:
-                    combos.append(({"test": test_name, "phase": phase, "node_type": node_type,
-                                    "subtest": sub.id}, []))
+                    for backend in sweep.matrix.backends:
+                        combos.append(({"test": test_name, "phase": phase, "node_type": node_type,
+                                        "subtest": sub.id, "backend": backend}, []))
 
     for entry in sweep.exclude:
         axes = entry.axes()
@@ -99,7 +104,32 @@ def expand(spec: SweepSpec) -> Expansion:
                 continue
             seen[cid] = True
             cells.append(Cell(cid, params))
+    _check_backends(spec, combos)
     return Expansion(cells, notes)
+
+
+def _check_backends(spec: SweepSpec, combos: list) -> None:
+    """Every backend installed here, every execution and precision one its backend runs;
+    all problems at once, one line each with file, line and key."""
+    problems = {}
+    for index, name in enumerate(spec.sweep.matrix.backends):
+        if not job_backends.is_installed(name):
+            problems[name] = (f"{spec.where('matrix', 'backends', index)}: backend {name} is not installed; "
+                              f"install it with: {job_backends.get_backend(name).install}")
+    for index, entry in enumerate(spec.sweep.include):
+        if entry.backend and not job_backends.is_installed(entry.backend):
+            problems.setdefault(entry.backend, f"{spec.where('include', index, 'backend')}: backend {entry.backend} "
+                                f"is not installed; install it with: {job_backends.get_backend(entry.backend).install}")
+    lines = list(problems.values())
+    for axes, layers in combos:
+        settings, origin = _settings(spec, axes, layers)
+        for key, message in job_backends.check_execution(axes["backend"], settings["execution"],
+                                                         settings["precision"]):
+            line = f"{spec.where(*origin[key], key)}: {message}"
+            if line not in lines:  # one line per setting and backend, not per cell
+                lines.append(line)
+    if lines:
+        raise UserError(f"invalid sweep {spec.path}", lines)
 
 
 def max_repetitions(sweep) -> int:
@@ -117,6 +147,11 @@ def _label(axes: dict) -> str:
 
 
 def _new_combos(spec: SweepSpec, index: int, axes: dict) -> list:
+    backends = [axes["backend"]] if "backend" in axes else list(spec.sweep.matrix.backends)
+    return [{**combo, "backend": backend} for combo in _new_test_combos(spec, index, axes) for backend in backends]
+
+
+def _new_test_combos(spec: SweepSpec, index: int, axes: dict) -> list:
     missing = [k for k in ("test", "phase", "node_type") if k not in axes]
     if missing:
         raise spec.error(("include", index), "matches no combination of the matrix, and a new combination "
@@ -135,7 +170,8 @@ def _new_combos(spec: SweepSpec, index: int, axes: dict) -> list:
             for s in chosen]
 
 
-def _resolve(spec: SweepSpec, axes: dict, include_layers: list, repetition: int) -> dict:
+def _settings(spec: SweepSpec, axes: dict, include_layers: list) -> tuple:
+    """(settings, origin): the layered settings of a combination and where each came from."""
     sweep = spec.sweep
     layers = [((), BUILTIN_SETTINGS.model_dump(exclude_none=True)),
               (("defaults",), sweep.defaults.model_dump(exclude_none=True))]
@@ -150,7 +186,14 @@ def _resolve(spec: SweepSpec, axes: dict, include_layers: list, repetition: int)
             settings.pop("iterations", None)
         settings.update(layer)
         origin.update({key: where for key in layer})
+    if origin.get("execution") == ():  # not set by the sweep: the backend's own default
+        settings["execution"] = job_backends.get_backend(axes["backend"]).default_execution
+    return settings, origin
 
+
+def _resolve(spec: SweepSpec, axes: dict, include_layers: list, repetition: int) -> dict:
+    sweep = spec.sweep
+    settings, origin = _settings(spec, axes, include_layers)
     test = TESTS[axes["test"]]
     sub = next(s for s in test.subtests if s.id == axes["subtest"])
     input_shape = list(sub.input_shape)
@@ -167,6 +210,8 @@ def _resolve(spec: SweepSpec, axes: dict, include_layers: list, repetition: int)
         "subtest": sub.id,
         "phase": axes["phase"],
         "node_type": axes["node_type"],
+        # In every cell's params (so in its id), tensorflow included: ids are unique per backend.
+        "backend": axes["backend"],
         "repetition": repetition,
         "task": test.task,
         "batch_size": batch,

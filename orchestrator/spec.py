@@ -13,6 +13,7 @@ import yaml
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt,
                       StrictStr, ValidationError, field_validator, model_validator)
 
+from jobs.backends import BACKENDS, DEFAULT_BACKEND
 from jobs.catalog import PHASES, TESTS
 from orchestrator.errors import UserError
 from orchestrator.nodes import ROOT, node_types
@@ -20,7 +21,8 @@ from orchestrator.nodes import ROOT, node_types
 SWEEPS_DIR = ROOT / "sweeps"
 LAUNCHERS = ("auto", "local", "slurm", "oar")
 PRECISIONS = ("fp32", "mixed_float16", "mixed_bfloat16")
-EXECUTIONS = ("graph", "xla", "eager")
+EXECUTIONS = ("graph", "xla", "eager", "compile")  # which backend runs which: jobs/backends.py
+BACKEND_NAMES = tuple(BACKENDS)
 
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
 NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
@@ -75,7 +77,7 @@ class Settings(_Strict):
 
 
 SETTING_KEYS = tuple(Settings.model_fields)
-AXIS_KEYS = ("test", "phase", "node_type", "subtest")
+AXIS_KEYS = ("test", "phase", "node_type", "subtest", "backend")
 
 # Built-in defaults, overridden by the sweep's `defaults`, then `overrides.<test>`, then include entries.
 BUILTIN_SETTINGS = Settings(batch_scale=1, precision="fp32", execution="graph",
@@ -105,8 +107,9 @@ class Matrix(_Strict):
     phases: Annotated[list[Literal[PHASES]], Field(min_length=1)] = list(PHASES)
     repetitions: PositiveInt | Repetitions = 1
     node_types: Annotated[list[NodeTypeName], Field(min_length=1)] = ["local"]
+    backends: Annotated[list[Literal[BACKEND_NAMES]], Field(min_length=1)] = [DEFAULT_BACKEND]
 
-    @field_validator("tests", "phases", "node_types")
+    @field_validator("tests", "phases", "node_types", "backends")
     @classmethod
     def _unique(cls, values):
         duplicates = sorted({v for v in values if values.count(v) > 1})
@@ -121,6 +124,7 @@ class MatrixEntry(_Strict):
     test: TestName | None = None
     phase: Literal[PHASES] | None = None
     node_type: NodeTypeName | None = None
+    backend: Literal[BACKEND_NAMES] | None = None
     subtest: StrictStr | None = None
 
     @field_validator("subtest")

@@ -8,7 +8,6 @@ pixels in 0-255, as the benchmark feeds them, and outputs are mapped back to tha
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 _PACKAGE = "benchmark_tracker"
@@ -57,7 +56,12 @@ class PixelShuffle(keras.layers.Layer):
         self.scale = scale
 
     def call(self, x):
-        return tf.nn.depth_to_space(x, self.scale)
+        # tf.nn.depth_to_space (NHWC, DCR order): channel block (i, j, c) goes to pixel (i, j).
+        s = self.scale
+        b, h, w, c = ops.shape(x)
+        x = ops.reshape(x, (b, h, w, s, s, c // (s * s)))
+        x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+        return ops.reshape(x, (b, h * s, w * s, c // (s * s)))
 
     def compute_output_shape(self, input_shape):
         b, h, w, c = input_shape

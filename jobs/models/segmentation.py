@@ -5,24 +5,46 @@ sub-test and returns an uncompiled Keras model with random weights. The
 layouts follow the implementations the original TF-1 graphs were exported
 from (taki0112/SPADE-Tensorflow, hellochick ICNet / PSPNet, DrSleep
 tensorflow-deeplab-resnet); parameter counts match the graphs exactly (see
-docs/catalog-segmentation-sequence.md). TensorFlow backend only: the resize,
-random and spectral-norm ops are TF ops, as in the originals.
+docs/catalog-segmentation-sequence.md). Backend-neutral (keras.ops only): the
+TF-1 resize, the in-graph latent noise and the spectral norm are written here
+with the originals' semantics.
 """
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
-from keras import layers
+import numpy as np
+from keras import layers, ops
 
 
 # --------------------------------------------------------------------------- shared pieces
 
+def _resize_indices(in_size: int, out_size: int, align_corners: bool, method: str):
+    """Source rows (or columns) of TF-1's legacy resize, as NumPy arrays.
+
+    tf.compat.v1.image.resize_{bilinear,nearest_neighbor}: scale = in/out, or (in-1)/(out-1)
+    with align_corners; the source coordinate is dst * scale (no half-pixel offset). Nearest
+    rounds with align_corners and floors without; bilinear interpolates between floor and
+    floor + 1 (clamped) with weight frac.
+    """
+    scale = (in_size - 1) / (out_size - 1) if align_corners and out_size > 1 else in_size / out_size
+    # TF computes the coordinate in float32; so do we, for the same floors at exact multiples.
+    src = np.arange(out_size, dtype=np.float32) * np.float32(scale)
+    if method == "nearest":
+        index = np.floor(src + 0.5) if align_corners else np.floor(src)  # C roundf for src >= 0
+        return np.minimum(index, in_size - 1).astype(np.int32), None, None
+    low = np.floor(src)
+    frac = (src - low).astype(np.float32)
+    low = low.astype(np.int32)
+    return low, np.minimum(low + 1, in_size - 1).astype(np.int32), frac
+
+
 class Resize(layers.Layer):
-    """TF-1 style image resize to a fixed size (`tf.image.resize_*` v1 semantics).
+    """TF-1 style image resize to a fixed size (`tf.compat.v1.image.resize_*` semantics).
 
     The original graphs use the v1 ops (align_corners for the Caffe ports,
     plain v1 bilinear/nearest for SPADE), which keras.layers.Resizing cannot
-    express.
+    express. Written with gathers (keras.ops.take), one axis after the other,
+    so it runs on every backend and costs what the original op costs.
     """
 
     def __init__(self, size, method="bilinear", align_corners=False, **kwargs):
@@ -31,12 +53,18 @@ class Resize(layers.Layer):
         self.method = method
         self.align_corners = align_corners
 
+    def _axis(self, x, axis: int, out_size: int):
+        low, high, frac = _resize_indices(int(x.shape[axis]), out_size, self.align_corners, self.method)
+        if high is None:
+            return ops.take(x, low, axis=axis)
+        a, b = ops.take(x, low, axis=axis), ops.take(x, high, axis=axis)
+        shape = [1, 1, 1, 1]
+        shape[axis] = out_size
+        weight = ops.cast(ops.reshape(ops.convert_to_tensor(frac), shape), x.dtype)
+        return a + (b - a) * weight
+
     def call(self, x):
-        if self.method == "nearest":
-            return tf.compat.v1.image.resize_nearest_neighbor(x, self.size, align_corners=self.align_corners)
-        # v1 bilinear always returns float32: keep the layer's dtype under mixed precision
-        y = tf.compat.v1.image.resize_bilinear(x, self.size, align_corners=self.align_corners)
-        return tf.cast(y, x.dtype)
+        return self._axis(self._axis(x, 1, self.size[0]), 2, self.size[1])
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], *self.size, input_shape[-1])
@@ -251,23 +279,31 @@ def icnet(input_shape: tuple, output_shape: tuple) -> keras.Model:
 class LatentNoise(layers.Layer):
     """z ~ N(0, 1), drawn fresh at every call, one row per sample of the input.
 
-    `tf.random.normal` is a stateful op, so a compiled step resamples too, as
-    the original graph's RandomStandardNormal does (keras.random with no seed
-    would bake one sample into a traced graph).
+    The draw uses a SeedGenerator, whose state advances at every call, so a
+    compiled step (tf.function, jax.jit of the stateless step) resamples too,
+    as the original graph's RandomStandardNormal does. Its state is not a
+    weight: it is not counted among the parameters.
     """
 
-    def __init__(self, dim, **kwargs):
+    def __init__(self, dim, seed=None, **kwargs):
         super().__init__(**kwargs)
-        self.dim = dim
+        self.dim, self.seed = dim, seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, x):
-        return tf.random.normal((tf.shape(x)[0], self.dim), dtype=self.compute_dtype)
+        return keras.random.normal((ops.shape(x)[0], self.dim), dtype=self.compute_dtype,
+                                   seed=self.seed_generator)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.dim)
 
     def get_config(self):
-        return {**super().get_config(), "dim": self.dim}
+        return {**super().get_config(), "dim": self.dim, "seed": self.seed}
+
+
+def _l2_normalize(x):
+    """tf.math.l2_normalize over the last axis: x / sqrt(max(sum(x²), 1e-12))."""
+    return x * ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-12))
 
 
 class SNConv2D(layers.Layer):
@@ -294,15 +330,15 @@ class SNConv2D(layers.Layer):
 
     def call(self, x):
         # power iteration in the variables' dtype (float32), conv in the compute dtype
-        w = tf.reshape(tf.convert_to_tensor(self.kernel.value), (-1, self.filters))
-        u = tf.convert_to_tensor(self.u.value)
-        v_hat = tf.stop_gradient(tf.math.l2_normalize(tf.matmul(u, w, transpose_b=True)))
-        u_hat = tf.stop_gradient(tf.math.l2_normalize(tf.matmul(v_hat, w)))
-        sigma = tf.matmul(tf.matmul(v_hat, w), u_hat, transpose_b=True)
+        w = ops.reshape(self.kernel.value, (-1, self.filters))
+        u = self.u.value
+        v_hat = ops.stop_gradient(_l2_normalize(ops.matmul(u, ops.transpose(w))))
+        u_hat = ops.stop_gradient(_l2_normalize(ops.matmul(v_hat, w)))
+        sigma = ops.matmul(ops.matmul(v_hat, w), ops.transpose(u_hat))
         self.u.assign(u_hat)
-        kernel = tf.cast(tf.reshape(w / sigma, self.kernel.shape), x.dtype)
-        y = tf.nn.conv2d(x, kernel, 1, "SAME")  # taki0112 pads (k-1)/2 zeros, then VALID: same thing
-        return tf.nn.bias_add(y, tf.cast(self.bias, x.dtype)) if self.use_bias else y
+        kernel = ops.cast(ops.reshape(w / sigma, self.kernel.shape), x.dtype)
+        y = ops.conv(x, kernel, strides=1, padding="same")  # taki0112 pads (k-1)/2 zeros, then VALID
+        return y + ops.cast(self.bias, x.dtype) if self.use_bias else y
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.filters)
@@ -316,9 +352,9 @@ class ParamFreeNorm(layers.Layer):
     """Instance normalisation without affine parameters (moments over H, W)."""
 
     def call(self, x):
-        x32 = tf.cast(x, tf.float32)  # moments in float32 under mixed precision
-        mean, var = tf.nn.moments(x32, axes=[1, 2], keepdims=True)
-        return tf.cast((x32 - mean) / tf.sqrt(var + 1e-5), x.dtype)
+        x32 = ops.cast(x, "float32")  # moments in float32 under mixed precision
+        mean, var = ops.moments(x32, axes=[1, 2], keepdims=True)
+        return ops.cast((x32 - mean) / ops.sqrt(var + 1e-5), x.dtype)
 
 
 SPADE_CH = 64          # taki0112 `ch`

@@ -6,14 +6,13 @@ recurrences are generic Keras RNN loops (`keras.layers.RNN(cell)`), not the
 fused cuDNN LSTM kernel, because the originals ran generic loops
 (`dynamic_rnn` / `keras.layers.RNN(LSTMCell)`) too. Parameter counts match the
 original graphs exactly (see docs/catalog-segmentation-sequence.md).
-TensorFlow backend only.
+Backend-neutral (keras.ops only).
 """
 from __future__ import annotations
 
 import numpy as np
 import keras
-import tensorflow as tf
-from keras import layers
+from keras import layers, ops
 
 
 # --------------------------------------------------------------------------- LSTM-Sentiment
@@ -58,8 +57,8 @@ class MaskedConv2D(layers.Layer):
         self.mask = mask
 
     def call(self, x):
-        kernel = tf.cast(self.kernel, x.dtype) * tf.constant(self.mask, x.dtype)
-        return tf.nn.bias_add(tf.nn.conv2d(x, kernel, 1, "SAME"), tf.cast(self.bias, x.dtype))
+        kernel = ops.cast(self.kernel, x.dtype) * ops.convert_to_tensor(self.mask, x.dtype)
+        return ops.conv(x, kernel, strides=1, padding="same") + ops.cast(self.bias, x.dtype)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.filters)
@@ -96,13 +95,13 @@ class DiagonalLSTMCell(layers.Layer):
 
     def call(self, i_to_s, states, training=False):
         c_prev, h_prev = states
-        col = tf.reshape(h_prev, (-1, self.height, 1, self.hidden))
-        s_to_s = tf.nn.conv2d(col, tf.cast(self.kernel, col.dtype), 1, "SAME")
-        s_to_s = tf.nn.bias_add(s_to_s, tf.cast(self.bias, col.dtype))
-        s_to_s = tf.reshape(s_to_s, (-1, self.height * self.hidden * 4))
-        i, g, f, o = tf.split(tf.sigmoid(s_to_s + i_to_s), 4, axis=1)
+        col = ops.reshape(h_prev, (-1, self.height, 1, self.hidden))
+        s_to_s = ops.conv(col, ops.cast(self.kernel, col.dtype), strides=1, padding="same")
+        s_to_s = s_to_s + ops.cast(self.bias, col.dtype)
+        s_to_s = ops.reshape(s_to_s, (-1, self.height * self.hidden * 4))
+        i, g, f, o = ops.split(ops.sigmoid(s_to_s + i_to_s), 4, axis=1)
         c = f * c_prev + i * g
-        h = o * tf.tanh(c)
+        h = o * ops.tanh(c)
         return h, [c, h]
 
     def get_config(self):
@@ -112,12 +111,12 @@ class DiagonalLSTMCell(layers.Layer):
 def _skew(x):
     """Shift row r right by r: (B, H, W, C) -> (B, H, W + H - 1, C), zero filled."""
     h = x.shape[1]
-    return tf.stack([tf.pad(x[:, r], [[0, 0], [r, h - 1 - r], [0, 0]]) for r in range(h)], axis=1)
+    return ops.stack([ops.pad(x[:, r], [[0, 0], [r, h - 1 - r], [0, 0]]) for r in range(h)], axis=1)
 
 
 def _unskew(x, width):
     h = x.shape[1]
-    return tf.stack([x[:, r, r:r + width] for r in range(h)], axis=1)
+    return ops.stack([x[:, r, r:r + width] for r in range(h)], axis=1)
 
 
 class DiagonalLSTM(layers.Layer):
@@ -138,9 +137,9 @@ class DiagonalLSTM(layers.Layer):
     def call(self, x):
         h, w = x.shape[1], x.shape[2]
         s = self.i_to_s(_skew(x))                                  # (B, H, W', 4h)
-        cols = tf.transpose(s, [0, 2, 1, 3])                       # (B, W', H, 4h)
-        out = self.rnn(tf.reshape(cols, (-1, w + h - 1, h * 4 * self.hidden)))
-        out = tf.transpose(tf.reshape(out, (-1, w + h - 1, h, self.hidden)), [0, 2, 1, 3])
+        cols = ops.transpose(s, [0, 2, 1, 3])                      # (B, W', H, 4h)
+        out = self.rnn(ops.reshape(cols, (-1, w + h - 1, h * 4 * self.hidden)))
+        out = ops.transpose(ops.reshape(out, (-1, w + h - 1, h, self.hidden)), [0, 2, 1, 3])
         return _unskew(out, w)
 
     def compute_output_shape(self, input_shape):
@@ -165,8 +164,8 @@ class DiagonalBiLSTM(layers.Layer):
 
     def call(self, x):
         fw = self.fw(x)
-        bw = tf.reverse(self.bw(tf.reverse(x, [2])), [2])
-        bw = tf.concat([bw[:, :-1], tf.zeros_like(bw[:, -1:])], axis=1)
+        bw = ops.flip(self.bw(ops.flip(x, axis=2)), axis=2)
+        bw = ops.concatenate([bw[:, :-1], ops.zeros_like(bw[:, -1:])], axis=1)
         return fw + bw
 
     def compute_output_shape(self, input_shape):
@@ -252,32 +251,32 @@ class GNMTDecoder(layers.Layer):
         self.attention_b = self.add_weight(name="attention_b", shape=(u,), initializer="zeros")
 
     def _attend(self, query, keys, memory):
-        v = tf.cast(self.attention_v, keys.dtype)
-        normed_v = tf.cast(self.attention_g, keys.dtype) * v * tf.math.rsqrt(tf.reduce_sum(tf.square(v)))
+        v = ops.cast(self.attention_v, keys.dtype)
+        normed_v = ops.cast(self.attention_g, keys.dtype) * v * ops.rsqrt(ops.sum(ops.square(v)))
         processed = self.query_layer(query)[:, None, :]
-        b = tf.cast(self.attention_b, keys.dtype)
-        score = tf.reduce_sum(normed_v * tf.tanh(keys + processed + b), axis=2)
-        alignments = tf.nn.softmax(score, axis=-1)
-        return tf.matmul(alignments[:, None, :], memory)[:, 0, :]
+        b = ops.cast(self.attention_b, keys.dtype)
+        score = ops.sum(normed_v * ops.tanh(keys + processed + b), axis=2)
+        alignments = ops.softmax(score, axis=-1)
+        return ops.matmul(alignments[:, None, :], memory)[:, 0, :]
 
     def call(self, inputs):
         memory, *flat_states = inputs
         states = [list(flat_states[2 * i:2 * i + 2]) for i in range(self.num_layers)]  # [h, c] per layer
         keys = self.memory_layer(memory)
-        batch = tf.shape(memory)[0]
-        ids = tf.fill([batch], GNMT_SOS)
-        attention = tf.zeros([batch, self.units], dtype=memory.dtype)
+        batch = ops.shape(memory)[0]
+        ids = ops.full((batch,), GNMT_SOS, dtype="int32")
+        attention = ops.zeros((batch, self.units), dtype=memory.dtype)
         outputs = []
         for _ in range(self.steps):
             x = self.embedding(ids)
-            cur, states[0] = self.cells[0](tf.concat([x, attention], -1), states[0])
+            cur, states[0] = self.cells[0](ops.concatenate([x, attention], -1), states[0])
             attention = self._attend(cur, keys, memory)
             for i in range(1, self.num_layers):
-                out, states[i] = self.cells[i](tf.concat([cur, attention], -1), states[i])
+                out, states[i] = self.cells[i](ops.concatenate([cur, attention], -1), states[i])
                 cur = out + cur if i >= 2 else out  # gnmt_residual_fn: adds the non-attention part
-            ids = tf.argmax(self.output_layer(cur), axis=-1, output_type=tf.int32)
+            ids = ops.cast(ops.argmax(self.output_layer(cur), axis=-1), "int32")
             outputs.append(ids)
-        return tf.stack(outputs, axis=1)
+        return ops.stack(outputs, axis=1)
 
     def compute_output_spec(self, inputs):
         return keras.KerasTensor((inputs[0].shape[0], self.steps), dtype="int32")
