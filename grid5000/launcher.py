@@ -30,7 +30,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, field_validator
 
-from jobs.records import FINAL_STATES, LOG_FILE, STATUS_FILE, atomic_write_json, read_status, update_status
+from jobs.records import FINAL_STATES, LOG_FILE, STATUS_FILE, atomic_write_json, log_tail, update_status
+from orchestrator import lifecycle
 from orchestrator.errors import UserError
 from orchestrator.launchers import Launcher, SchedulerUnreachable, command_timeout_s, refuse_control_characters
 from orchestrator.nodes import ROOT, node_types
@@ -447,7 +448,7 @@ class OarLauncher(Launcher):
             spec = self.submission(cell, folder)
             command = get_oarsub_commandline(spec)
             # Before oarsub, so that the job's own `running` always comes after.
-            update_status(folder, "submitted", attempts=attempt, launcher=self.name, host=socket.gethostname(),
+            lifecycle.mark_submitted(folder, attempts=attempt, launcher=self.name, host=socket.gethostname(),
                           oarsub=command)
             processes.append((cell, folder, command, _run(command)))
         _finish([p for *_, p in processes])
@@ -470,19 +471,11 @@ class OarLauncher(Launcher):
                 progress.finish(cell.label, "failed", status["reason"], timed=False)
                 continue
             atomic_write_json(folder / JOB_RECORD, {"job_id": job_id, "submitted_at": time.time(), "command": command})
-            self._record_job_id(folder, job_id)
+            lifecycle.record_job_id(folder, job_id)
             progress.stream.write(f"SUBMIT {cell.label}: OAR job {job_id}\n")
             submitted += 1
         progress.stream.flush()
         return submitted
-
-    @staticmethod
-    def _record_job_id(folder: Path, job_id: int) -> None:
-        """Add the job id to the status without touching its state (the job may already have started)."""
-        status = read_status(folder)
-        if status.get("state") == "submitted" and "job_id" not in status:
-            status["job_id"] = job_id
-            atomic_write_json(folder / STATUS_FILE, status)
 
     @staticmethod
     def _job_id(campaign, cell):
@@ -508,8 +501,6 @@ class OarLauncher(Launcher):
             if self._query_failures >= MAX_QUERY_FAILURES:
                 raise UserError(f"OAR did not answer {self._query_failures} times in a row: {exc}") from None
             return
-        from orchestrator.launchers.local import log_tail
-
         # A job that ended moments ago may still be showing its final status (shared file systems): one wait.
         stops = [(info.get(str(j)) or {}).get("stopTime") or 0 for j in jobs.values() if j is not None]
         recent = [stop for stop in stops if stop and time.time() - stop < STATUS_GRACE_S]

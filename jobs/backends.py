@@ -24,6 +24,7 @@ PRECISIONS = {"fp32": "float32", "mixed_float16": "mixed_float16", "mixed_bfloat
 @dataclass(frozen=True)
 class Backend:
     name: str  # Keras' name, the value of KERAS_BACKEND
+    title: str  # for people
     module: str  # what must be importable
     packages: tuple  # distributions that provide it, for versions
     executions: tuple  # the first is the default
@@ -38,15 +39,15 @@ class Backend:
 
 BACKENDS = {
     "tensorflow": Backend(
-        "tensorflow", "tensorflow", ("tensorflow", "tensorflow-cpu"), ("graph", "xla", "eager"), tuple(PRECISIONS),
+        "tensorflow", "TensorFlow", "tensorflow", ("tensorflow", "tensorflow-cpu"), ("graph", "xla", "eager"), tuple(PRECISIONS),
         "pip install -e '.[cpu]' (or '.[gpu]' on a CUDA node; `make install` picks)",
         {"graph": "tf.function", "xla": "tf.function(jit_compile=True)", "eager": "op by op"}),
     "jax": Backend(
-        "jax", "jax", ("jax",), ("graph", "eager"), tuple(PRECISIONS),
+        "jax", "JAX", "jax", ("jax",), ("graph", "eager"), tuple(PRECISIONS),
         "pip install -e '.[jax]' (or '.[jax-gpu]' on a CUDA node; `make install` picks)",
         {"graph": "jax.jit of a stateless step (XLA)", "eager": "the same stateless step, not jitted"}),
     "torch": Backend(
-        "torch", "torch", ("torch",), ("eager", "compile"), tuple(PRECISIONS),
+        "torch", "PyTorch", "torch", ("torch",), ("eager", "compile"), tuple(PRECISIONS),
         "pip install -e '.[torch]' with the CPU index (or '.[torch-gpu]' on a CUDA node; `make install` picks)",
         {"eager": "eager PyTorch", "compile": "torch.compile (inductor) of the whole step"}),
 }

@@ -51,7 +51,10 @@ def atomic_write(path: Path, write, fsync: bool = True) -> None:
     version in place. `fsync=False` for bulk writes another durable record covers.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # disk full, folder gone: name the file the caller meant, not a temp name
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     os.close(fd)
     try:
         write(tmp)
@@ -60,11 +63,13 @@ def atomic_write(path: Path, write, fsync: bool = True) -> None:
                 os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide results from the team
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise
 
 

@@ -136,9 +136,10 @@ def run_cell(cell: dict, cell_dir: Path) -> dict:
 
     expected_gpus = cell.get("node", {}).get("gpu_count", 0)
     gpus_seen = backends.gpus_seen()
+    title = backends.get_backend(backend).title
     if expected_gpus and not gpus_seen:
-        raise RuntimeError(f"node type {params['node_type']} promises {expected_gpus} GPU(s) but {backend} "
-                           f"sees none: check the CUDA build of {backend} (see docs/backends.md) and the "
+        raise RuntimeError(f"node type {params['node_type']} promises {expected_gpus} GPU(s) but {title} "
+                           f"sees none: check the CUDA build of {title} (see docs/backends.md) and the "
                            "allocation (CUDA_VISIBLE_DEVICES); refusing to report CPU numbers as GPU ones")
 
     clock = time.perf_counter()
@@ -182,7 +183,7 @@ def run_cell(cell: dict, cell_dir: Path) -> dict:
         timings["warmup_latencies_s"] = warmup_latencies
         compute_device = backends.placement(probe)
         if expected_gpus and not backends.placement_on_gpu(compute_device):
-            raise RuntimeError(f"node type {params['node_type']} promises {expected_gpus} GPU(s) and {backend} "
+            raise RuntimeError(f"node type {params['node_type']} promises {expected_gpus} GPU(s) and {title} "
                                f"sees {gpus_seen}, but the step ran on {compute_device}: refusing to report "
                                "CPU numbers as GPU ones")
 

@@ -51,7 +51,10 @@ def cmd_sweep(args) -> int:
 
     outcome = run_sweep(args.sweep, output=args.output, rerun_failed=args.rerun_failed, force=args.force,
                         wait_for_host=not args.no_wait, allow_concurrent=args.allow_concurrent)
-    if outcome.interrupted:
+    if outcome.storage_error:
+        print(f"error: {outcome.storage_error}; free space (or restore the folder), then rerun the same command "
+              "to resume", file=sys.stderr)
+    elif outcome.interrupted:
         print(f"interrupted; rerun the same command to resume ({outcome.campaign.root})", file=sys.stderr)
     elif outcome.cancelled:
         print(f"cancelled; rerun the same command to resume ({outcome.campaign.root})", file=sys.stderr)
@@ -314,6 +317,11 @@ def main(argv: list | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # disk full, a folder deleted under us: a clear line, not a traceback
+        from orchestrator.lifecycle import describe_os_error
+
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP to a sweep, outside a cell
         from orchestrator.lifecycle import interrupt_exit_code
 

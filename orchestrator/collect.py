@@ -17,10 +17,11 @@ from scipy import stats
 from jobs.records import RESULT_FILE, atomic_write, atomic_write_text, read_json
 from orchestrator.store import Campaign
 
-GROUP_KEYS = ["test", "subtest", "phase", "node_type", "precision", "execution", "batch_size", "input_shape"]
+GROUP_KEYS = ["test", "subtest", "phase", "node_type", "backend", "precision", "execution", "batch_size",
+              "input_shape"]
 SUMMARY_METRICS = ["window_s", "throughput_samples_per_s", "energy_total_j", "energy_per_sample_j",
                    "energy_net_per_sample_j", "co2_g"]
-PARAM_COLUMNS = ["test", "subtest", "phase", "node_type", "repetition", "task", "batch_size", "input_shape",
+PARAM_COLUMNS = ["test", "subtest", "phase", "node_type", "backend", "repetition", "task", "batch_size", "input_shape",
                  "precision", "execution", "warmup_iterations", "duration_s", "iterations", "seed"]
 DOMAINS = ("cpu", "gpu", "ram")
 EXTERNAL = ("wattmeter", "pdu", "bmc")
@@ -35,6 +36,7 @@ class Collected:
 
 def _param_values(params: dict) -> dict:
     row = {key: params.get(key) for key in PARAM_COLUMNS}
+    row["backend"] = row["backend"] or "tensorflow"  # results from before the backend axis ran TensorFlow
     if isinstance(row["input_shape"], list):
         row["input_shape"] = "x".join(map(str, row["input_shape"]))
     return row

@@ -20,7 +20,7 @@ from orchestrator.results import METRICS, CampaignData
 
 DEFAULT_METRICS = ("duration_s", "throughput", "energy_j", "energy_per_sample_j")
 BASE_KEYS = ["test", "subtest", "phase"]
-CONFIG_KEYS = ["precision", "execution", "batch_size", "input_shape"]
+CONFIG_KEYS = ["backend", "precision", "execution", "batch_size", "input_shape"]
 ALPHA = 0.05
 
 

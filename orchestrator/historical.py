@@ -65,7 +65,7 @@ def load(name: str) -> CampaignData:
             "power_w": (kwh * JOULES_PER_KWH / rec["duration_s_mean"], math.nan),
         }
         row = {"test": test.name, "subtest": sub.id, "phase": rec["phase"], "node_type": info["node_type"],
-               "precision": "fp32", "execution": "graph", "batch_size": sub.batch * int(info["batch_scale"]),
+               "backend": "tensorflow", "precision": "fp32", "execution": "graph", "batch_size": sub.batch * int(info["batch_scale"]),
                "input_shape": "x".join(map(str, sub.input_shape)), "cells": n, "cells_done": n}
         for metric in METRICS:
             mean, sd = values.get(metric, (math.nan, math.nan))

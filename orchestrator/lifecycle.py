@@ -18,7 +18,9 @@ rules that must not differ between them:
 """
 from __future__ import annotations
 
+import errno
 import fcntl
+import json
 import os
 import signal
 import socket
@@ -28,7 +30,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from jobs.records import FINAL_STATES, OPEN_STATES, STATUS_FILE, atomic_write_json, now_iso, update_status
+from jobs.records import (FINAL_STATES, OPEN_STATES, STATUS_FILE, atomic_write_json, atomic_write_text, now_iso,
+                          read_status, update_status)
 from orchestrator.errors import UserError
 
 CANCEL_FILE = "cancel.json"        # in the campaign: a cancel request a running sweep obeys
@@ -43,6 +46,86 @@ HOST_LOCK_POLL_S = 2.0
 def campaign_exit_code(campaign, cells: list) -> int:
     """0 when no cell of the campaign is failed, 1 otherwise (also failed cells this run skipped)."""
     return 1 if any(campaign.status(c.id)["state"] == "failed" for c in cells) else 0
+
+
+# --- storage that fails under a running sweep (disk full, folder deleted) -------------------------------
+
+class StorageError(UserError):
+    """A campaign file could not be written: the sweep stops (every next cell would fail the same way)."""
+
+    exit_code = 1
+
+
+def describe_os_error(exc: OSError) -> str:
+    path = exc.filename or "a campaign file"
+    if exc.errno == errno.ENOENT:
+        return f"{path} is gone (was the campaign folder deleted or moved while the sweep ran?)"
+    return f"cannot write {path}: {exc.strerror or exc}"
+
+
+def record_write_failure(cell_dir: Path, exc: OSError) -> None:
+    """Mark the cell failed, naming the path, however little room is left; keep the last state if even that fails.
+
+    The atomic write needs a new file; with a full disk, overwriting the status in place (its blocks are
+    already allocated) still fits a short record.
+    """
+    path = Path(cell_dir) / STATUS_FILE
+    reason = f"the sweep could not record this cell: {describe_os_error(exc)}"
+    try:
+        update_status(cell_dir, "failed", reason=reason, interrupted=True)
+        return
+    except OSError:
+        pass
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    short = json.dumps({"state": "failed", "reason": reason, "interrupted": True,
+                        "attempts": previous.get("attempts", 0), "history": previous.get("history", [])[-3:],
+                        "updated_at": now_iso()}).encode()
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        if len(short) <= os.fstat(fd).st_size + 4096 - os.fstat(fd).st_size % 4096:
+            os.write(fd, short)
+            os.ftruncate(fd, len(short))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# --- submitted: written here only --------------------------------------------------------------------
+
+def mark_submitted(cell_dir: Path, **fields) -> dict:
+    """A new attempt is handed to its launcher (before the job can start, so its own `running` comes after)."""
+    return update_status(cell_dir, "submitted", **fields)
+
+
+def write_submitted(cell_dir: Path, previous: dict, now: str, **fields) -> None:
+    """mark_submitted for many cells at once (Slurm arrays): the same record, fewer syscalls.
+
+    Atomic (temp file + rename) but not fsync-ed one by one: the submission record, written and
+    fsync-ed before sbatch, is what a crash recovery relies on; 1,000 fsyncs would cost more than sbatch.
+    """
+    history = previous.get("history", [])
+    if previous.get("state") in FINAL_STATES:
+        history = history + [{k: previous[k] for k in ("state", "reason", "updated_at", "attempts") if k in previous}]
+    status = {"attempts": previous.get("attempts", 0), "history": history, **fields, "state": "submitted",
+              "updated_at": now, "submitted_at": now}
+    status.setdefault("host", socket.gethostname())
+    atomic_write_text(Path(cell_dir) / STATUS_FILE, json.dumps(status, indent=2, sort_keys=True, default=str) + "\n",
+                      fsync=False)
+
+
+def record_job_id(cell_dir: Path, job_id) -> None:
+    """Add the scheduler's job id to a `submitted` status without touching its state (the job may have started)."""
+    status = read_status(cell_dir)
+    if status.get("state") == "submitted" and "job_id" not in status:
+        status["job_id"] = job_id
+        atomic_write_json(Path(cell_dir) / STATUS_FILE, status)
 
 
 # --- a new attempt starts clean ------------------------------------------------------------------
@@ -156,7 +239,8 @@ def host_lock_path() -> Path:
     configured = os.environ.get(HOST_LOCK_ENV)
     if configured:
         return Path(configured)
-    return Path(tempfile.gettempdir()) / f"benchmark-tracker-measuring-{os.getuid()}.lock"
+    # One per host, not per user: two users' measurements corrupt each other just the same.
+    return Path(tempfile.gettempdir()) / "benchmark-tracker-measuring.lock"
 
 
 @contextmanager
@@ -168,7 +252,12 @@ def host_lock(campaign, wait: bool = True, stream=None):
     stream = stream or sys.stderr
     path = host_lock_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+")
+    try:
+        handle = open(path, "a+")
+        if path.stat().st_uid == os.getuid():
+            os.chmod(path, 0o666)  # other users' sweeps must be able to take it too
+    except PermissionError:  # another user's lock file: flock works on a read-only handle (no holder line)
+        handle = open(path, "r")
     said = False
     while True:
         try:
@@ -188,15 +277,18 @@ def host_lock(campaign, wait: bool = True, stream=None):
                 stream.flush()
                 said = True
             time.sleep(HOST_LOCK_POLL_S)
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"campaign {campaign.root}, pid {os.getpid()} on {socket.gethostname()} since {now_iso()}\n")
-    handle.flush()
+    writable = handle.writable()
+    if writable:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"campaign {campaign.root}, pid {os.getpid()} on {socket.gethostname()} since {now_iso()}\n")
+        handle.flush()
     try:
         yield
     finally:
-        handle.seek(0)
-        handle.truncate()
+        if writable:
+            handle.seek(0)
+            handle.truncate()
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
 

@@ -4,7 +4,8 @@
       sweep.yaml            frozen copy of the sweep last run (older ones: sweep.<time>.yaml)
       manifest.json         the cells of that sweep, in execution order
       .lock                 held while a process writes the campaign
-      cells/<id>/           cell.json, status.json, result.json, emissions.csv, job.log
+      cells/<id>/           cell.json, status.json, result.json, emissions.csv, job.log, job.json (the
+                            attempt's job, written by the launcher side)
       cells/<id>/attempts/<n>/   outputs of earlier attempts, moved aside, never deleted
 
 Every file is written atomically (temp file + rename).
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from orchestrator.nodes import ROOT
 
-from jobs.records import (CELL_FILE, EMISSIONS_FILE, LOG_FILE, RESULT_FILE, RESULT_SCHEMA_VERSION,
+from jobs.records import (CELL_FILE, EMISSIONS_FILE, JOB_FILE, LOG_FILE, RESULT_FILE, RESULT_SCHEMA_VERSION,
                           atomic_write_json, atomic_write_text, now_iso, read_json, read_status)
 from orchestrator import __version__
 from orchestrator.errors import UserError
@@ -30,7 +31,7 @@ from orchestrator.errors import UserError
 MANIFEST_FILE = "manifest.json"
 SWEEP_COPY = "sweep.yaml"
 LOCK_FILE = ".lock"
-ATTEMPT_OUTPUTS = (RESULT_FILE, EMISSIONS_FILE, LOG_FILE)
+ATTEMPT_OUTPUTS = (RESULT_FILE, EMISSIONS_FILE, LOG_FILE, JOB_FILE)
 
 
 def snapshot_code(folder: Path, packages: tuple) -> Path:

@@ -42,11 +42,14 @@ class SweepOutcome:
     submitted: int = 0            # cells that reached their scheduler this run
     cancelled: bool = False       # a `cancel` stopped this sweep
     scheduler_down: str | None = None  # the scheduler stopped answering: submissions stopped there
+    storage_error: str | None = None   # a campaign file could not be written: the sweep stopped there
 
     @property
     def exit_code(self) -> int:
         if self.interrupted:
             return self.interrupt_exit_code
+        if self.storage_error:
+            return 1
         return 1 if self.failed or self.campaign_failed else 0
 
 
@@ -154,6 +157,7 @@ def run_sweep(sweep_arg: str, output: str | None = None, rerun_failed: bool = Fa
         measuring = (lifecycle.host_lock(campaign, wait_for_host, progress.stream)
                      if launcher.blocking and not allow_concurrent else nullcontext())
         ran, skipped_done, skipped_failed, interrupted, interrupt, down = [], 0, 0, False, None, None
+        storage = None
         try:
             with measuring:
                 for round_index in range(max_repetitions(sweep)):
@@ -179,6 +183,10 @@ def run_sweep(sweep_arg: str, output: str | None = None, rerun_failed: bool = Fa
                         break
         except KeyboardInterrupt as exc:
             interrupted, interrupt = True, exc
+        except lifecycle.StorageError as exc:
+            storage = str(exc)
+        except OSError as exc:
+            storage = f"the sweep stopped: {lifecycle.describe_os_error(exc)}"
         if skipped_done or skipped_failed:
             hint = " (--rerun-failed runs them again)" if skipped_failed else ""
             progress.stream.write(f"campaign {campaign.root}: {skipped_done} done and {skipped_failed} failed "
@@ -191,4 +199,4 @@ def run_sweep(sweep_arg: str, output: str | None = None, rerun_failed: bool = Fa
                         campaign_failed=sum(1 for c in expansion.cells if campaign.status(c.id)["state"] == "failed"),
                         interrupt_exit_code=lifecycle.interrupt_exit_code(interrupt), submitted=submitted,
                         cancelled=lifecycle.cancel_requested(campaign),
-                        scheduler_down=None if down is None else str(down))
+                        scheduler_down=None if down is None else str(down), storage_error=storage)

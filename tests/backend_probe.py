@@ -1,6 +1,7 @@
 """Run on one backend, in its own process: forward (and one training step) of tiny models on shared weights.
 
-`python -m tests.backend_probe BACKEND FOLDER [--train] NAME...`. The first backend to run a
+`python -m tests.backend_probe BACKEND FOLDER [--train] NAME...`, or
+`python -m tests.backend_probe BACKEND FOLDER --precision POLICY...`. The first backend to run a
 model (the tests run TensorFlow first) builds it, seeded, and writes its weights and input
 to FOLDER; later backends load those weights, so every backend computes on the same numbers.
 Each run writes FOLDER/<name>.<backend>.npz: the forward output, and with --train the loss of
@@ -81,13 +82,47 @@ def probe(backend: str, folder: Path, name: str, train: bool) -> None:
     np.savez(folder / f"{name}.{backend}.npz", **out)
 
 
+def precision_probe(backend: str, folder: Path, precision: str) -> None:
+    """One inference and one applied training step of SRCNN under a mixed precision policy."""
+    import keras
+
+    from jobs import backends, workload
+    from jobs.catalog import get_test
+
+    workload.set_precision(precision)
+    test = get_test("srcnn")  # small: float16 is emulated, slowly, on CPUs
+    model = test.load_builder()((16, 16, 3), (16, 16, 3))
+    x, y = workload.synthetic_batch(test.task, 2, (16, 16, 3), (16, 16, 3))
+    out = backends.make_step(model, "inference", x, y)()
+    before = [np.asarray(v.numpy()).copy() for v in model.trainable_variables]
+    step = backends.make_step(model, "training", x, y)
+    applied = False
+    for tries in range(1, 31):  # float16's dynamic loss scale skips steps (halving) until gradients fit
+        loss = step()
+        step.sync()
+        if hasattr(step, "write_back"):
+            step.write_back()
+        if any((b != np.asarray(v.numpy())).any() for b, v in zip(before, model.trainable_variables)):
+            applied = True
+            break
+    np.savez(folder / f"precision.{precision}.{backend}.npz", output_dtype=np.asarray(str(backends.to_host(out).dtype)),
+             compute_dtypes=np.asarray(sorted({layer.compute_dtype for layer in model.layers if layer.weights})),
+             loss=np.asarray(float(backends.to_host(loss))), applied=np.asarray(applied), tries=np.asarray(tries))
+    keras.mixed_precision.set_global_policy("float32")
+
+
 def main(argv: list) -> int:
     backend, folder, rest = argv[0], Path(argv[1]), argv[2:]
-    train = "--train" in rest
-    names = [n for n in rest if n != "--train"]
     from jobs import backends
 
     backends.select_backend(backend)
+    if rest and rest[0] == "--precision":
+        for precision in rest[1:]:
+            precision_probe(backend, folder, precision)
+        print(json.dumps({"backend": backend, "precisions": rest[1:]}))
+        return 0
+    train = "--train" in rest
+    names = [n for n in rest if n != "--train"]
     for name in names:
         probe(backend, folder, name, train)
         import keras

@@ -20,6 +20,8 @@ import pytest
 
 from tests.conftest import ROOT, tiny_sweep, wait_for
 
+pytestmark = pytest.mark.cluster  # live cluster: selected by `make test`, not by a plain pytest
+
 CATALOG = ROOT / "tests" / "clusters" / "slurm" / "node_types.yaml"
 UP = "bash tests/clusters/slurm-up.sh"
 LAB = Path(os.environ.get("BT_SLURM_LAB", "/var/lib/benchmark-tracker/slurm-lab"))

@@ -123,3 +123,18 @@ def test_manifest_missing_or_corrupt_is_a_user_error(tmp_path):
     (campaign.root / "manifest.json").write_text("{not json")
     with pytest.raises(UserError, match="corrupt"):
         campaign.manifest()
+
+
+def test_write_phase_is_for_progress_only_and_never_touches_the_status(tmp_path):
+    from jobs.records import PHASES, read_phase, write_phase
+
+    update_status(tmp_path, "running", pid=1)
+    before = (tmp_path / "status.json").read_text()
+    assert read_phase(tmp_path) is None
+    for phase in PHASES:
+        write_phase(tmp_path, phase)
+        record = read_phase(tmp_path)
+        assert record["phase"] == phase and record["at"]
+    assert (tmp_path / "status.json").read_text() == before
+    with pytest.raises(ValueError, match="unknown phase 'measure'"):
+        write_phase(tmp_path, "measure")

@@ -7,8 +7,12 @@ job. The job writes its own statuses (running, done, failed); the launcher
 writes `submitted` (with `launcher` and `job_id`) and, for jobs that died
 without a word, `failed` with the reason.
 
-Launchers are found by name in LAUNCHERS ("module:Class"), so the core never
-imports a site's package: `oar` lives in grid5000/. A launcher may declare an
+Launchers are found by name ("module:Class"), so the core never imports a
+site's package: `oar` lives in grid5000/. The names come from the entry point
+group `benchmark_tracker.launchers` (setup.cfg: local, slurm, oar; a PBS or Flux
+plug-in adds one line in its own package), with LAUNCHERS as the built-in table
+for a plain checkout whose package metadata is not installed (and for
+in-process registrations, which win). A launcher may declare an
 options model (a pydantic class, `options_model`), validated from the sweep's
 section of the same name (`slurm:`, `oar:`) when the sweep is loaded.
 """
@@ -26,6 +30,7 @@ LAUNCHERS = {
     "slurm": "orchestrator.launchers.slurm:SlurmLauncher",
     "oar": "grid5000.launcher:OarLauncher",
 }
+ENTRY_POINT_GROUP = "benchmark_tracker.launchers"
 # Where `launcher: auto` looks for a scheduler, in order; local when none is found.
 SCHEDULER_COMMANDS = {"slurm": "sbatch", "oar": "oarsub"}
 
@@ -95,8 +100,19 @@ class Launcher(ABC):
         """Once every cell is final (`wait`): wait, bounded, for work a job does after its final status."""
 
 
+def registry() -> dict:
+    """{name: "module:Class"}: the installed entry points, then the built-in table on top (see above)."""
+    from importlib.metadata import entry_points
+
+    found = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return {**found, **LAUNCHERS}
+
+
 def launcher_class(name: str):
-    module_name, class_name = LAUNCHERS[name].split(":")
+    known = registry()
+    if name not in known:
+        raise UserError(f"unknown launcher {name!r}; known launchers: {', '.join(sorted(known))}")
+    module_name, class_name = known[name].split(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

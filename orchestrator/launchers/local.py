@@ -1,4 +1,4 @@
-"""Run cells on this machine, each in a fresh subprocess, one at a time.
+"""Run cells on this machine, each in a fresh subprocess (`python -m jobs.guard`), one at a time.
 
 One at a time on purpose: two measured cells on one machine corrupt each
 other's energy (node-wide meters count both) and time (shared cores).
@@ -11,10 +11,10 @@ import socket
 import subprocess
 import sys
 import time
-
 from pathlib import Path
 
-from jobs.records import FINAL_STATES, IN_FLIGHT_STATES, LOG_FILE, describe_exit, log_tail, update_status
+from jobs.records import (FINAL_STATES, IN_FLIGHT_STATES, JOB_FILE, LOG_FILE, atomic_write_json, describe_exit,
+                          log_tail, now_iso, read_json, update_status)
 from orchestrator import lifecycle
 from orchestrator.errors import UserError
 from orchestrator.launchers import Launcher
@@ -22,6 +22,7 @@ from orchestrator.nodes import ROOT, node_types
 
 POLL_S = 0.5
 KILL_GRACE_S = 10.0
+BACKSTOP_S = 60.0  # past the cell's timeout, which its guard enforces: the launcher steps in only if the guard hangs
 
 
 def _alive(pid: int) -> bool:
@@ -34,33 +35,60 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def job_process(status: dict, cell_dir: Path) -> int | None:
-    """The pid of this cell's job when it still runs on this host (a sweep killed under it left it), else None.
-
-    Checked against the process's command line: a pid reused by another program is not our job.
-    """
-    pid = status.get("pid")
-    if pid is None or status.get("host") != socket.gethostname() or not _alive(pid):
-        return None
+def _runs(pid, module: str, cell_dir: Path) -> bool:
+    """Whether `pid` is `python -m <module> <cell_dir>` here: a pid reused by another program is not our job."""
+    if not isinstance(pid, int) or not _alive(pid):
+        return False
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
+        return False
+    return module.encode() in argv and str(cell_dir).encode() in argv
+
+
+def job_process(status: dict, cell_dir: Path) -> int | None:
+    """A pid of this cell's job (its guard, else the measurement) when it still runs on this host, else None.
+
+    A sweep killed under its cell leaves the job to its guard; the next sweep finds it here.
+    """
+    if status.get("host") not in (None, socket.gethostname()):
         return None
-    return pid if b"jobs.run" in argv and str(cell_dir).encode() in argv else None
+    try:
+        job = read_json(cell_dir / JOB_FILE)
+    except (OSError, ValueError):
+        job = {}
+    if job.get("host") == socket.gethostname() and _runs(job.get("guard_pid"), "jobs.guard", cell_dir):
+        return job["guard_pid"]
+    pid = status.get("pid")
+    return pid if status.get("host") == socket.gethostname() and _runs(pid, "jobs.run", cell_dir) else None
 
 
 def stop_group(pid: int, grace_s: float = KILL_GRACE_S) -> None:
     """SIGTERM a job's process group (it records why), SIGKILL it if it outlives the grace period."""
+    try:
+        group = os.getpgid(pid)  # the job's guard leads the group: stop both
+    except ProcessLookupError:
+        return
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
-            os.killpg(pid, sig)
+            os.killpg(group, sig)
         except (ProcessLookupError, PermissionError):
             return
         deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and _alive(pid):
+        while time.monotonic() < deadline and _group_alive(group):  # the guard writes last: wait for it too
             time.sleep(0.1)
-        if not _alive(pid):
+        if not _group_alive(group):
             return
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class LocalLauncher(Launcher):
@@ -91,7 +119,7 @@ class LocalLauncher(Launcher):
             self.run_one(campaign, cell, progress)
 
     def refresh(self, campaign, cells: list) -> None:
-        """A local job lives in its sweep: once its process is gone, an in-flight cell has failed."""
+        """Once a local job's process is gone (its guard writes a final status), an in-flight cell has failed."""
         if campaign.is_locked():
             return  # a live sweep is watching its own cells
         for cell in cells:
@@ -123,6 +151,14 @@ class LocalLauncher(Launcher):
                       reason=f"its sweep was killed; the job left running (pid {pid}) was stopped by the next sweep")
 
     def run_one(self, campaign, cell, progress) -> dict:
+        try:
+            return self._run_one(campaign, cell, progress)
+        except OSError as exc:  # disk full, campaign folder deleted: say which file, keep the state readable
+            lifecycle.record_write_failure(campaign.cell_dir(cell.id), exc)
+            progress.finish(cell.label, "failed", lifecycle.describe_os_error(exc))
+            raise lifecycle.StorageError(f"the sweep stopped: {lifecycle.describe_os_error(exc)}") from None
+
+    def _run_one(self, campaign, cell, progress) -> dict:
         folder = campaign.cell_dir(cell.id)
         self._stop_orphan(campaign, cell, progress)
         attempt = campaign.status(cell.id).get("attempts", 0) + 1
@@ -134,14 +170,18 @@ class LocalLauncher(Launcher):
             env["BENCHMARK_TRACKER_SHARED_NODE"] = "1"
         progress.start(cell.label)
         # Before the start, so the job's own "running" (with its pid) always comes after.
-        update_status(folder, "submitted", attempts=attempt, launcher=self.name, host=socket.gethostname(),
-                      **({"shared_node": True} if shared else {}))
+        lifecycle.mark_submitted(folder, attempts=attempt, launcher=self.name, host=socket.gethostname(),
+                                 **({"shared_node": True} if shared else {}))
         with open(folder / LOG_FILE, "ab") as log:
             # A session of its own: Ctrl-C reaches us, not the job, and a kill takes its whole group.
-            process = subprocess.Popen([self.python, "-m", "jobs.run", str(folder)], cwd=folder, env=env,
+            # The guard runs the job, enforces its timeout and writes its final status, even if this sweep dies.
+            process = subprocess.Popen([self.python, "-m", "jobs.guard", str(folder)], cwd=folder, env=env,
                                        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        start_new_session=True)
-            deadline = time.monotonic() + self.timeout_s
+            # This attempt's job record, by the launcher side only (the next sweep finds a guard left running).
+            atomic_write_json(folder / JOB_FILE, {"launcher": self.name, "attempt": attempt, "guard_pid": process.pid,
+                                                  "host": socket.gethostname(), "started_at": now_iso()})
+            deadline = time.monotonic() + self.timeout_s + BACKSTOP_S  # only if the guard itself hangs
             try:
                 while process.poll() is None:
                     if time.monotonic() > deadline:

@@ -24,7 +24,6 @@ the campaign folder. What each part does:
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import shlex
@@ -41,10 +40,10 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError, \
     field_validator
 
-from jobs.records import (FINAL_STATES, STATUS_FILE, atomic_write_json, atomic_write_text, now_iso, read_json,
-                          update_status)
+from jobs.records import FINAL_STATES, atomic_write_json, now_iso, read_json, update_status
 from orchestrator.errors import UserError
-from orchestrator.launchers import Launcher, refuse_control_characters
+from orchestrator.launchers import Launcher, command_timeout_s, refuse_control_characters
+from orchestrator.lifecycle import write_submitted
 from orchestrator.nodes import node_types
 from orchestrator.store import snapshot_code
 
@@ -128,7 +127,8 @@ def _q(value) -> str:
 
 
 def run_command(args: list, timeout: float = 60) -> subprocess.CompletedProcess:
-    """A scheduler command, as an argument list: no shell ever sees a sweep value."""
+    """A scheduler command, as an argument list: no shell ever sees a sweep value. Bounded: a hung one is reported."""
+    timeout = command_timeout_s(timeout)
     try:
         return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout)
     except FileNotFoundError:
@@ -686,22 +686,6 @@ class SlurmLauncher(Launcher):
             status = campaign.status(cell.id)
             if status["state"] not in FINAL_STATES:
                 update_status(campaign.cell_dir(cell.id), "failed", reason="cancelled by the user", cancelled=True)
-
-
-def write_submitted(cell_dir: Path, previous: dict, now: str, **fields) -> None:
-    """update_status(cell_dir, "submitted", ...) for many cells at once: the same record, fewer syscalls.
-
-    Atomic (temp file + rename) but not fsync-ed one by one: the submission record, written and
-    fsync-ed before sbatch, is what a crash recovery relies on; 1,000 fsyncs would cost more than sbatch.
-    """
-    history = previous.get("history", [])
-    if previous.get("state") in FINAL_STATES:
-        history = history + [{k: previous[k] for k in ("state", "reason", "updated_at", "attempts") if k in previous}]
-    status = {"attempts": previous.get("attempts", 0), "history": history, **fields, "state": "submitted",
-              "updated_at": now, "submitted_at": now}
-    status.setdefault("host", socket.gethostname())
-    atomic_write_text(Path(cell_dir) / STATUS_FILE, json.dumps(status, indent=2, sort_keys=True, default=str) + "\n",
-                      fsync=False)
 
 
 def _maybe_alive(record: dict) -> bool:

@@ -121,6 +121,9 @@ def test_rerun_after_sweep_was_killed_stops_the_orphan_and_records_every_attempt
     status = statuses(campaign)[cell_id]
     assert status["attempts"] == 2
     assert status["history"][-1]["reason"].startswith("its sweep was killed; the job left running")
+    folder = campaign / "cells" / cell_id  # one job record per attempt, the earlier ones set aside
+    assert json.loads((folder / "attempts" / "1" / "job.json").read_text())["attempt"] == 1
+    assert json.loads((folder / "job.json").read_text())["attempt"] == 2
 
 
 def test_one_measurement_per_host(sweep_file, tmp_path, host_lock):
@@ -153,3 +156,19 @@ def test_one_measurement_per_host(sweep_file, tmp_path, host_lock):
     assert json.loads(result.read_text())["shared_node"] is True
     run_cli("cancel", out / "first")
     first.communicate(timeout=60)
+
+
+def test_a_job_whose_sweep_was_killed_keeps_its_timeout_through_its_guard(sweep_file, tmp_path, host_lock):
+    sweep = sweep_file(tiny_sweep("guarded", phases="[inference]", iterations=100000, timeout=25))
+    out = tmp_path / "results"
+    campaign = out / "guarded"
+    cli = start_cli("sweep", sweep, "--output", out)
+    cell_id, pid = wait_for(lambda: running(campaign), what="a running cell")
+    cli.kill()  # SIGKILL: nothing in the sweep runs; the guard on the node still owns the job
+    cli.communicate(timeout=30)
+    # The job's own "failed" (SIGTERM) comes first; the guard's final status, written last, says why.
+    status = wait_for(lambda: (lambda s: s if s.get("exit_code") is not None else None)(statuses(campaign)[cell_id]),
+                      timeout=120, what="the guard's final status")
+    assert status.get("timed_out") is True, status
+    assert status["reason"].startswith("timed out after 25 s")
+    assert not alive(pid)

@@ -37,3 +37,43 @@ def test_oar_unreachable_stops_at_the_first_batch_and_never_claims_a_submission(
     assert len(states) == 2  # the first batch; the eight cells of the next rounds were never tried
     assert all(s["state"] == "failed" and s["interrupted"] and s["reason"].startswith("not submitted: oarsub gave "
                                                                                       "no answer") for s in states)
+
+
+def test_a_hung_squeue_is_bounded_reported_and_judges_nothing(tmp_path):
+    from orchestrator.lifecycle import write_submitted
+    from orchestrator.matrix import expand
+    from orchestrator.spec import parse_sweep
+    from orchestrator.store import Campaign
+    from jobs.records import atomic_write_json, now_iso
+
+    catalog = ROOT / "tests" / "clusters" / "slurm" / "node_types.yaml"
+    os.environ["BENCHMARK_TRACKER_NODE_TYPES"] = str(catalog)
+    try:
+        text = tiny_sweep("hung", phases="[inference]", node_type="slurm-local", launcher="slurm")
+        spec = parse_sweep(text, tmp_path / "sweep.yaml")
+        [cell] = expand(spec).cells
+    finally:
+        del os.environ["BENCHMARK_TRACKER_NODE_TYPES"]
+    campaign = Campaign(tmp_path / "out" / "hung")  # a campaign as `sweep` leaves it after one submission
+    campaign.root.mkdir(parents=True)
+    campaign.freeze_sweep(text)
+    campaign.write_manifest("hung", text, "slurm", [cell])
+    campaign.write_cell(cell, {})
+    write_submitted(campaign.cell_dir(cell.id), {}, now_iso(), attempts=1, launcher="slurm", submission="tok")
+    (campaign.root / "slurm" / "submissions").mkdir(parents=True)
+    atomic_write_json(campaign.root / "slurm" / "submissions" / "tok.json",
+                      {"token": "tok", "job_name": "bt-tok", "state": "submitted", "job_id": "4242",
+                       "cells": [cell.id], "created": time.time()})
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "squeue").write_text("#!/bin/sh\nexec sleep 300\n")
+    (bin_dir / "squeue").chmod(0o755)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PATH=f"{bin_dir}:{os.environ['PATH']}",
+               BENCHMARK_TRACKER_SCHEDULER_TIMEOUT_S="2", BENCHMARK_TRACKER_NODE_TYPES=str(catalog))
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "status", str(campaign.root)],
+                          capture_output=True, text=True, timeout=60, env=env, cwd=ROOT)
+    assert time.monotonic() - started < 30
+    assert done.returncode == 0, done.stderr
+    assert "warning: squeue failed (squeue: no answer in 2 s); cell states not refreshed" in done.stderr
+    assert done.stdout.strip() == "slurm-local: 1 submitted"  # not judged on a query that got no answer
