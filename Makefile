@@ -2,12 +2,18 @@
 # `make test` also starts, when not running yet, what the tests use for real: a one-node Slurm
 # (with slurmdbd), an OAR server and Chromium, from Debian's packages (needs root);
 # `make test SERVICES=0` skips that (the tests that need them then fail, saying which script to run).
-# TensorFlow: the CUDA build where nvidia-smi exists (GPU nodes), the CPU build elsewhere;
-# force one with TF_EXTRA=gpu or TF_EXTRA=cpu.
+# TensorFlow, JAX and PyTorch (the three Keras backends, docs/backends.md): the CUDA builds where
+# nvidia-smi exists (GPU nodes), the CPU builds elsewhere; force one with TF_EXTRA=gpu or TF_EXTRA=cpu.
+# On CPU, torch comes from PyTorch's CPU index (TORCH_INDEX; a PyPI torch would pull ~3 GB of CUDA
+# wheels), installed first so that the extra finds it satisfied.
+, := ,
 PYTHON   ?= $(shell command -v python3.11 || command -v python3)
 VENV     ?= .venv
 SWEEP    ?= smoke.yaml
 TF_EXTRA ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
+BACKEND_EXTRAS := $(if $(filter gpu,$(TF_EXTRA)),jax-gpu$(,)torch-gpu,jax$(,)torch)
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_SPEC := torch>=2.13,<2.14
 STAMP    := $(VENV)/.installed-$(TF_EXTRA)
 BT       := $(VENV)/bin/benchmark-tracker
 
@@ -21,7 +27,8 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "Python 3.11 is required (set PYTHON=...)")'
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e '.[$(TF_EXTRA),test]'
+	$(if $(filter cpu,$(TF_EXTRA)),$(VENV)/bin/python -m pip install --quiet --extra-index-url '$(TORCH_INDEX)' '$(TORCH_SPEC)')
+	$(VENV)/bin/python -m pip install --quiet -e '.[$(TF_EXTRA),$(BACKEND_EXTRAS),test]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 

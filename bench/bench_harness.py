@@ -16,7 +16,11 @@ Goal: >= 0.98.
 Sizes default to small inputs so the run fits a 2-core machine (about 10 min);
 `--original` uses the catalog's batches and input sizes (for a GPU node).
 
-Usage: python bench/bench_harness.py [--phase inference|training|both] [--window-s 3] [--pairs 3]
+Per backend (`--backend tensorflow|jax|torch`, issue 12): the same comparison with that
+backend's step (jobs/backends.py, default execution) and Keras' own compiled loop on it; the
+"same step in a bare loop" ratio (printed for both phases) is the harness's own overhead there.
+
+Usage: python bench/bench_harness.py [--backend B] [--phase inference|training|both] [--window-s 3] [--pairs 3]
 """
 from __future__ import annotations
 
@@ -24,10 +28,7 @@ import argparse
 import statistics
 import time
 
-import keras
-import tensorflow as tf
-
-from jobs import workload
+from jobs import backends
 from jobs.catalog import get_test
 from jobs.runner import measure_window
 
@@ -55,7 +56,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--original", action="store_true", help="the catalog's batches and input sizes")
     parser.add_argument("--models", nargs="*", default=MODELS)
+    parser.add_argument("--backend", choices=list(backends.BACKENDS), default="tensorflow")
     args = parser.parse_args()
+    backends.select_backend(args.backend)  # before Keras is imported
+    import keras
+
+    from jobs import workload
     phases = ["inference", "training"] if args.phase == "both" else [args.phase]
 
     for name in args.models:
@@ -66,7 +72,7 @@ def main() -> None:
             batch = sub.batch if args.original else args.batch
             model = test.load_builder()(shape, sub.output_shape)
             x, y = workload.synthetic_batch(test.task, batch, shape, tuple(model.output_shape[1:]))
-            step = workload.make_step(model, phase, x, y, "graph")
+            step = workload.make_step(model, phase, x, y)  # the backend's default execution
             if phase == "inference":
                 def bare():
                     model.predict_on_batch(x)
@@ -76,25 +82,25 @@ def main() -> None:
                     if isinstance(layer, keras.layers.BatchNormalization):
                         layer.trainable = False
                 bare_model.compile(optimizer=keras.optimizers.Adam(1e-4),
-                                   loss=lambda t, o: tf.reduce_sum(tf.square(tf.cast(o, tf.float32) - t)))
+                                   loss=lambda t, o: backends.sum_squared_error(o, t))
 
                 def bare():
                     bare_model.train_on_batch(x, y)
             for _ in range(2):  # compile both paths outside the timed windows
                 step()
                 bare()
-            workload.sync_devices()
+            step.sync()
             ours, theirs, same = [], [], []
             for _ in range(args.pairs):
-                window = measure_window(step, workload.sync_devices, args.window_s, None)
+                window = measure_window(step, step.sync, args.window_s, None)
                 ours.append(len(window["latencies"]) / (window["end"] - window["start"]))
                 theirs.append(bare_loop(bare, args.window_s))
-                if phase == "training":  # the very same compiled step, without the harness around it
-                    same.append(bare_loop(lambda: step().numpy(), args.window_s))
+                # the very same compiled step, without the harness around it
+                same.append(bare_loop(lambda: (step(), step.sync()), args.window_s))
             ratio = statistics.fmean(ours) / statistics.fmean(theirs)
             extra = (f"; vs the same step in a bare loop RATIO {statistics.fmean(ours) / statistics.fmean(same):.3f}"
                      if same else "")
-            print(f"{name:20} {phase:9} input {shape[0]}x{shape[1]} batch {batch}: harness "
+            print(f"{args.backend:10} {name:20} {phase:9} input {shape[0]}x{shape[1]} batch {batch}: harness "
                   f"{statistics.fmean(ours) * batch:8.2f} samples/s, bare {statistics.fmean(theirs) * batch:8.2f} "
                   f"samples/s, RATIO {ratio:.3f} (goal >= 0.98){extra}", flush=True)
             keras.backend.clear_session()

@@ -39,7 +39,8 @@ class Backend:
 
 BACKENDS = {
     "tensorflow": Backend(
-        "tensorflow", "TensorFlow", "tensorflow", ("tensorflow", "tensorflow-cpu"), ("graph", "xla", "eager"), tuple(PRECISIONS),
+        "tensorflow", "TensorFlow", "tensorflow", ("tensorflow", "tensorflow-cpu"), ("graph", "xla", "eager"),
+        tuple(PRECISIONS),
         "pip install -e '.[cpu]' (or '.[gpu]' on a CUDA node; `make install` picks)",
         {"graph": "tf.function", "xla": "tf.function(jit_compile=True)", "eager": "op by op"}),
     "jax": Backend(

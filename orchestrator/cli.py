@@ -32,7 +32,8 @@ def cmd_expand(args) -> int:
                                                                "params": c.params} for c in expansion.cells],
                           "not_implemented": expansion.not_implemented(), "notes": expansion.notes}, indent=2))
         return 0
-    print(_table(rows, ["id", "test", "subtest", "phase", "node_type", "backend", "repetition", "batch_size", "input_shape",
+    print(_table(rows, ["id", "test", "subtest", "phase", "node_type", "backend", "repetition", "batch_size",
+                        "input_shape",
                         "precision", "execution", "window", "implemented"]))
     print(f"\n{len(rows)} cells from {spec.path}")
     reps = spec.sweep.matrix.repetitions

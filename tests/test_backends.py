@@ -176,3 +176,68 @@ def test_mixed_precision_on(backend, tmp_path):
         result = np.load(tmp_path / f"precision.{precision}.{backend}.npz")
         assert list(result["compute_dtypes"]) == [dtype] and str(result["output_dtype"]) == dtype
         assert bool(result["applied"]) and np.isfinite(result["loss"])
+
+
+# --- the backend axis, end to end: sweep -> local launcher -> job -> collect -----------
+
+def test_sweep_over_three_backends_through_the_local_launcher(sweep_file, tmp_path):
+    import pandas as pd
+
+    from tests.conftest import tiny_sweep
+
+    text = tiny_sweep("backends-e2e", phases="[inference]").replace(
+        "  node_types: [local]", "  node_types: [local]\n  backends: [tensorflow, jax, torch]").replace(
+        "  execution: eager\n", "")  # each backend's default execution
+    done = run_cli("sweep", sweep_file(text), "--output", tmp_path / "results", timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    campaign = tmp_path / "results" / "backends-e2e"
+    table = pd.read_csv(campaign / "results.csv")
+    assert sorted(table["backend"]) == ["jax", "tensorflow", "torch"] and set(table["state"]) == {"done"}
+    assert dict(zip(table["backend"], table["execution"])) == {"tensorflow": "graph", "jax": "graph",
+                                                               "torch": "eager"}
+    assert (table["throughput_samples_per_s"] > 0).all() and (table["iterations_measured"] == 3).all()
+    summary = pd.read_csv(campaign / "summary.csv")
+    assert sorted(summary["backend"]) == ["jax", "tensorflow", "torch"]  # a group per backend
+    versions = {"tensorflow": "2.", "jax": "0.", "torch": "2."}
+    for cell in campaign.glob("cells/*"):
+        result = json.loads((cell / "result.json").read_text())
+        backend = result["params"]["backend"]
+        assert result["software"]["backend"] == backend == result["devices"]["backend"]
+        assert result["software"]["backend_version"].startswith(versions[backend])
+        assert "cpu" in result["devices"]["compute_device"].lower()
+        assert result["devices"]["execution"] == result["params"]["execution"]
+        assert result["model"]["total_params"] == result["model"]["reference_total_params"]
+
+
+def test_bad_backend_settings_are_refused_before_anything_runs(sweep_file, tmp_path, monkeypatch):
+    from orchestrator.errors import UserError
+    from orchestrator.matrix import expand
+    from orchestrator.spec import load_sweep
+
+    path = sweep_file("""
+name: bad
+matrix:
+  tests: [mobilenet_v2]
+  phases: [inference]
+  backends: [tensorflow, jax, torch]
+defaults:
+  execution: xla
+include:
+  - backend: torch
+    execution: graph
+launcher: local
+""")
+    done = run_cli("sweep", path, "--output", tmp_path / "out")
+    assert done.returncode == 2 and not (tmp_path / "out").exists()  # nothing launched, nothing written
+    assert f"{path}:7: defaults.execution: 'xla' is tensorflow's: jax runs graph, eager" in done.stderr
+    assert f"{path}:10: include[0].execution: 'graph' is tensorflow and jax's: torch runs eager, compile" \
+        in done.stderr
+    unknown = run_cli("expand", sweep_file("name: u\nmatrix:\n  tests: [mobilenet_v2]\n  backends: [tf]\n"))
+    assert unknown.returncode == 2 and ":4: matrix.backends[0]: Input should be 'tensorflow', 'jax' or 'torch'" \
+        in unknown.stderr
+
+    # Not installed (this machine has all three: the check is made to look at a missing module).
+    monkeypatch.setattr(backends, "is_installed", lambda name: name != "jax")
+    with pytest.raises(UserError) as error:
+        expand(load_sweep(str(sweep_file("name: m\nmatrix:\n  tests: [mobilenet_v2]\n  backends: [torch, jax]\n"))))
+    assert ":4: matrix.backends[1]: backend jax is not installed; install it with: pip install" in str(error.value)

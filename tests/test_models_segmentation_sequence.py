@@ -51,7 +51,7 @@ def _model(test, input_shape, output_shape):
 
 def _check_spade_state(model, x, first_out):
     """SPADE draws z inside the model and runs its power iteration at inference too."""
-    u = [v for v in model.non_trainable_variables]
+    u = [v for v in model.non_trainable_weights]
     # the only state besides the weights: the u vectors of the 18 spectrally normalised convs
     assert len(u) == 18 and all(v.path.endswith("/u") for v in u)
     u_before = u[0].numpy().copy()
