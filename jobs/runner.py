@@ -124,11 +124,15 @@ def run_cell(cell: dict, cell_dir: Path) -> dict:
     params = cell["params"]
     # First, before anything imports Keras: Keras picks its backend once, at import.
     backend = params.get("backend", backends.DEFAULT_BACKEND)
+    from jobs import distributed  # scale: data parallel (None for an unscaled cell)
+
+    distributed.prepare(params, cell.get(distributed.WORKER_KEY))
     backends.select_backend(backend)
     if params.get("phase") == "fit":  # training to quality on real data: its own module
         from jobs.fit import run_fit
 
         return run_fit(cell, cell_dir)
+    parallel = distributed.setup(cell)  # before any other op: TensorFlow requires it for its strategies
 
     from jobs import hostinfo, workload
     from jobs.idle import idle_baseline
@@ -167,14 +171,16 @@ def run_cell(cell: dict, cell_dir: Path) -> dict:
         backends.seed_everything(params["seed"] + params["repetition"])
         input_shape = tuple(params["input_shape"])
         sub = next(s for s in test.subtests if s.id == params["subtest"])
-        model = test.load_builder()(input_shape, sub.output_shape)
+        with distributed.scope(parallel):  # scale: variables mirrored over the replicas
+            model = test.load_builder()(input_shape, sub.output_shape)
         timings["build_s"] = time.perf_counter() - clock
 
         clock = time.perf_counter()
         output_shape = tuple(model.output_shape[1:])  # the real one, for any input size
         x, y = workload.synthetic_batch(test.task, params["batch_size"], input_shape, output_shape,
                                         params["seed"])
-        step = workload.make_step(model, params["phase"], x, y, params["execution"])
+        step = (workload.make_step(model, params["phase"], x, y, params["execution"]) if parallel is None
+                else parallel.make_step(model, params["phase"], x, y, params["execution"]))  # scale
         timings["data_s"] = time.perf_counter() - clock
 
         _phase(cell_dir, "warmup")
@@ -197,8 +203,12 @@ def run_cell(cell: dict, cell_dir: Path) -> dict:
 
         evidence.window_opens()  # evidence (#14): machine state at the start
         _phase(cell_dir, "window")
+        if parallel is not None:  # scale: every worker opens its meters on the same barrier
+            parallel.barrier()
         meters.start()
         window = measure_window(step, step.sync, params["duration_s"], params["iterations"])
+        if parallel is not None:  # ...and closes them on the same barrier
+            parallel.barrier()
         energy = meters.stop()
         evidence.window_closed(window)  # evidence (#14): state at the end, back margin, knobs restored
         _phase(cell_dir, "post")
@@ -238,4 +248,5 @@ def run_cell(cell: dict, cell_dir: Path) -> dict:
             "latency_s": latency_stats(window["latencies"]),
         },
         "energy": energy_record(energy, samples, duration, config, idle),
+        **({} if parallel is None else {"parallel": parallel.record()}),  # scale
     }, cell_dir)

@@ -18,6 +18,7 @@ from pathlib import Path
 from jobs import backends as job_backends
 from jobs.catalog import FIT_PHASE, INPUT_MULTIPLE, MIN_INPUT, TESTS
 from jobs.records import RESULT_SCHEMA_VERSION
+from orchestrator import scale
 from orchestrator.errors import UserError
 from orchestrator.spec import AXIS_KEYS, BUILTIN_SETTINGS, MAX_CELLS, SweepSpec, did_you_mean
 
@@ -43,7 +44,8 @@ class Cell:
     def label(self) -> str:
         p = self.params
         backend = f" {p['backend']}" if "backend" in p else ""
-        return f"{p['test']} {p['phase']} {p['subtest']}{backend} on {p['node_type']} rep {p['repetition']}"
+        scaled = f" {p['nodes']} node(s) x {p['devices_per_node']} device(s)" if "nodes" in p else ""  # scale
+        return f"{p['test']} {p['phase']} {p['subtest']}{backend}{scaled} on {p['node_type']} rep {p['repetition']}"
 
 
 @dataclass
@@ -83,6 +85,7 @@ def expand(spec: SweepSpec) -> Expansion:
                         axes = {"test": test_name, "phase": phase, "node_type": node_type, "subtest": sub.id,
                                 "backend": backend}
                         combos.extend((fit_axes, []) for fit_axes in _fit_combos(sweep, axes))
+    combos = scale.with_scale_axes(spec, combos)  # scale: devices_per_node x nodes, when the sweep names them
 
     for entry in sweep.exclude:
         axes = entry.axes()
@@ -111,6 +114,8 @@ def expand(spec: SweepSpec) -> Expansion:
             seen[cid] = True
             cells.append(Cell(cid, params))
     _check_backends(spec, combos)
+    from orchestrator.launchers import resolve_name  # here: launchers import the spec
+    scale.check(spec, cells, resolve_name(sweep.launcher))  # scale: catalog, backend and launcher limits
     return Expansion(cells, notes)
 
 
@@ -213,7 +218,8 @@ def _label(axes: dict) -> str:
 
 def _new_combos(spec: SweepSpec, index: int, axes: dict) -> list:
     backends = [axes["backend"]] if "backend" in axes else list(spec.sweep.matrix.backends)
-    return [{**combo, "backend": backend} for combo in _new_test_combos(spec, index, axes) for backend in backends]
+    return scale.with_scale_axes(spec, [{**combo, "backend": backend} for combo in _new_test_combos(spec, index, axes)
+                                        for backend in backends], axes)
 
 
 def _new_test_combos(spec: SweepSpec, index: int, axes: dict) -> list:
@@ -290,6 +296,8 @@ def _resolve(spec: SweepSpec, axes: dict, include_layers: list, repetition: int)
         "iterations": settings.get("iterations"),
         "seed": sweep.seed,
         **{knob: axes[knob] for knob in KNOB_AXES if axes.get(knob) is not None},  # energy knobs (#14)
+        # scale: devices_per_node, nodes, batch_scaling, per_device_batch, the global batch_size (scaled sweeps only)
+        **scale.scale_params(spec, axes, settings, origin, batch),
     }
     if axes["phase"] == FIT_PHASE:
         params.update(_fit_params(spec, axes))

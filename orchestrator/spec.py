@@ -119,6 +119,8 @@ class Settings(_Strict):
     warmup_iterations: NonNegativeInt | None = None
     duration_s: PositiveNumber | None = None
     iterations: PositiveInt | None = None
+    # --- scale (orchestrator/scale.py): weak = batch per device, strong = batch global ---
+    batch_scaling: Literal["weak", "strong"] | None = None
 
     @model_validator(mode="after")
     def _one_window(self):
@@ -129,6 +131,9 @@ class Settings(_Strict):
 
 SETTING_KEYS = tuple(Settings.model_fields)
 AXIS_KEYS = ("test", "phase", "node_type", "subtest", "backend")
+# --- scale (orchestrator/scale.py): the scale axes, in include/exclude like the others ---
+DevicesPerNode = PositiveInt | Literal["all"]  # all: every accelerator of the node type (catalog)
+AXIS_KEYS = AXIS_KEYS + ("devices_per_node", "nodes")
 
 # Built-in defaults, overridden by the sweep's `defaults`, then `overrides.<test>`, then include entries.
 BUILTIN_SETTINGS = Settings(batch_scale=1, precision="fp32", execution="graph",
@@ -228,6 +233,18 @@ class Matrix(_Strict):
             raise ValueError(f"listed more than once: {', '.join(duplicates)}")
         return values
 
+    # --- scale (orchestrator/scale.py): unset = an unscaled sweep (cells as before, no scale params) ---
+    devices_per_node: Annotated[list[DevicesPerNode], Field(min_length=1)] | None = None
+    nodes: Annotated[list[PositiveInt], Field(min_length=1)] | None = None
+
+    @field_validator("devices_per_node", "nodes")
+    @classmethod
+    def _unique_scale(cls, values):
+        duplicates = sorted({str(v) for v in (values or []) if values.count(v) > 1})
+        if duplicates:
+            raise ValueError(f"listed more than once: {', '.join(duplicates)}")
+        return values
+
     @field_validator("tests", "phases", "node_types", "backends")
     @classmethod
     def _unique(cls, values):
@@ -247,6 +264,9 @@ class MatrixEntry(_Strict):
     subtest: StrictStr | None = None
     budget: Budget | None = None  # fit cells
     train_fraction: Fraction | None = None  # fit cells
+    # --- scale (orchestrator/scale.py) ---
+    devices_per_node: DevicesPerNode | None = None
+    nodes: PositiveInt | None = None
 
     @field_validator("subtest")
     @classmethod
