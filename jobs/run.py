@@ -66,6 +66,9 @@ def main(argv: list | None = None) -> int:
         print(f"[job] done: {window['iterations']} iterations in {window['duration_s']:.2f} s, "
               f"{window['throughput_samples_per_s']:.2f} samples/s, "
               f"{record['energy']['total_joules']:.1f} J ({record['energy']['total_kind']})", flush=True)
+        energy = record.get("energy") or {}
+        for note in [*energy.get("notes", []), *energy.get("low_confidence", [])]:  # why a number is weak, here too
+            print(f"[job] note: {note}", flush=True)
         return 0
     except BaseException as exc:  # noqa: BLE001 - every failure must be written down
         reason = f"{type(exc).__name__}: {exc}"

@@ -56,6 +56,8 @@ def test_sweep_to_table_and_resume(sweep_file, tmp_path):
     for cell in campaign.glob("cells/*"):
         assert {"cell.json", "status.json", "result.json", "emissions.csv", "job.log"} <= {
             p.name for p in cell.iterdir()}
+        # Why the number is weak (a 3-iteration window; no RAPL here) is said in the job's own log too.
+        assert "[job] note: " in (cell / "job.log").read_text()
     assert (campaign / "sweep.yaml").read_text() == sweep.read_text()
     manifest = json.loads((campaign / "manifest.json").read_text())
     assert sorted(c["id"] for c in manifest["cells"]) == sorted(table["cell_id"])
