@@ -1,6 +1,7 @@
 """Shared helpers: write small sweeps, run the real CLI in a subprocess."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -36,6 +37,17 @@ def _own_host_lock(tmp_path_factory):
 @pytest.fixture
 def sweep_file(tmp_path):
     return lambda text, name="sweep.yaml": write_sweep(tmp_path, text, name)
+
+
+def cell_statuses(campaign: Path) -> dict:
+    """{cell id: status} of a campaign folder; a status being rewritten or damaged is left out."""
+    out = {}
+    for path in campaign.glob("cells/*/status.json"):
+        try:
+            out[path.parent.name] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            pass
+    return out
 
 
 def wait_for(predicate, timeout: float = 120, every: float = 0.1, what: str = "condition"):

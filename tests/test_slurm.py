@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import ROOT, tiny_sweep, wait_for
+from tests.conftest import cell_statuses as statuses
 
 pytestmark = pytest.mark.cluster  # live cluster: selected by `make test`, not by a plain pytest
 
@@ -52,16 +53,6 @@ def slurm_sweep(name: str, node_type: str = "slurm-local", phases: str = "[infer
     if "array_parallelism" not in slurm:
         slurm += "\narray_parallelism: 2"
     return text + "slurm:\n" + "".join(f"  {line}\n" for line in slurm.splitlines() if line)
-
-
-def statuses(campaign: Path) -> dict:
-    out = {}
-    for path in campaign.glob("cells/*/status.json"):
-        try:
-            out[path.parent.name] = json.loads(path.read_text())
-        except (OSError, ValueError):
-            pass
-    return out
 
 
 def job_ids(campaign: Path) -> dict:

@@ -15,16 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, run_cli, tiny_sweep, wait_for
-
-
-def statuses(campaign: Path) -> dict:
-    out = {}
-    for path in campaign.glob("cells/*/status.json"):
-        try:
-            out[path.parent.name] = json.loads(path.read_text())
-        except (OSError, ValueError):
-            pass
-    return out
+from tests.conftest import cell_statuses as statuses
 
 
 def running(campaign: Path):
