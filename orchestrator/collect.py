@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from jobs.backends import DEFAULT_BACKEND  # results written before the backend column existed ran it
 from jobs.records import RESULT_FILE, RESULT_SCHEMA_VERSION, STATES, STATUS_FILE, atomic_write, atomic_write_text
 from orchestrator import safeio
 from orchestrator.errors import UserError
@@ -27,7 +28,6 @@ from orchestrator.intervals import t_interval  # noqa: F401  (re-exported: older
 
 GROUP_KEYS = ["test", "subtest", "phase", "node_type", "precision", "execution", "batch_size", "input_shape",
               "backend", "budget_j", "train_fraction"]  # the last two: fit cells only (empty elsewhere)
-DEFAULT_BACKEND = "tensorflow"  # results written before the backend column existed
 PARAM_COLUMNS = ["test", "subtest", "phase", "node_type", "backend", "repetition", "task", "batch_size", "input_shape",
                  "precision", "execution", "warmup_iterations", "duration_s", "iterations", "seed"]
 DOMAINS = ("cpu", "gpu", "ram")
@@ -48,12 +48,10 @@ class Collected:
 def _param_values(params: dict) -> dict:
     params = params if isinstance(params, dict) else {}
     row = {key: params.get(key) for key in PARAM_COLUMNS}
-    row["backend"] = row["backend"] or "tensorflow"  # results from before the backend axis ran TensorFlow
+    row["backend"] = row["backend"] or DEFAULT_BACKEND
     if isinstance(row["input_shape"], list):
         row["input_shape"] = "x".join(map(str, row["input_shape"]))
     row.update(fit_param_values(params))
-    if params.get("backend") is not None:
-        row["backend"] = params["backend"]
     return row
 
 

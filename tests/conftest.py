@@ -39,6 +39,14 @@ def sweep_file(tmp_path):
     return lambda text, name="sweep.yaml": write_sweep(tmp_path, text, name)
 
 
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def cell_statuses(campaign: Path) -> dict:
     """{cell id: status} of a campaign folder; a status being rewritten or damaged is left out."""
     out = {}

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from tests.conftest import ROOT, run_cli, tiny_sweep, wait_for
+from tests.conftest import process_alive as _alive
 
 
 def running_pid(campaign: Path):
@@ -154,11 +155,3 @@ def test_ctrl_c_leaves_a_consistent_campaign_that_resumes(sweep_file, tmp_path):
     resumed = run_cli("sweep", sweep, "--output", out)  # no flag needed after an interruption
     assert resumed.returncode == 0, resumed.stderr
     assert sorted(s["state"] for s in statuses(out / "interrupt")) == ["done", "done"]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True

@@ -25,9 +25,10 @@ KILL_GRACE_S = 10.0
 BACKSTOP_S = 60.0  # past the cell's timeout, which its guard enforces: the launcher steps in only if the guard hangs
 
 
-def _alive(pid: int) -> bool:
+def _alive(target: int, kill=os.kill) -> bool:
+    """Whether a process (or, with kill=os.killpg, a process group) still exists."""
     try:
-        os.kill(pid, 0)
+        kill(target, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
@@ -75,20 +76,10 @@ def stop_group(pid: int, grace_s: float = KILL_GRACE_S) -> None:
         except (ProcessLookupError, PermissionError):
             return
         deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and _group_alive(group):  # the guard writes last: wait for it too
+        while time.monotonic() < deadline and _alive(group, os.killpg):  # the guard writes last: wait for it too
             time.sleep(0.1)
-        if not _group_alive(group):
+        if not _alive(group, os.killpg):
             return
-
-
-def _group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class LocalLauncher(Launcher):

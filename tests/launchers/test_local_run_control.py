@@ -16,6 +16,7 @@ import pytest
 
 from tests.conftest import ROOT, run_cli, tiny_sweep, wait_for
 from tests.conftest import cell_statuses as statuses
+from tests.conftest import process_alive as alive
 
 
 def running(campaign: Path):
@@ -24,14 +25,6 @@ def running(campaign: Path):
         if status.get("state") == "running" and status.get("pid"):
             return cell_id, status["pid"]
     return None
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.fixture
