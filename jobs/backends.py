@@ -99,6 +99,9 @@ def select_backend(name: str) -> None:
     os.environ["KERAS_BACKEND"] = name
     if name == "tensorflow":
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        from jobs.tf_startup import import_tensorflow
+
+        import_tensorflow()  # the first import, here for every caller (job, catalog): no C++ start-up lines
 
 
 def current() -> str:

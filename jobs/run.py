@@ -51,10 +51,6 @@ def main(argv: list | None = None) -> int:
     if os.environ.get("BENCHMARK_TRACKER_SHARED_NODE"):  # --allow-concurrent: another campaign may share the node
         record["shared_node"] = True
     try:
-        if cell["params"].get("backend", "tensorflow") == "tensorflow":
-            from jobs.tf_startup import import_tensorflow
-
-            import_tensorflow()  # first import: its C++ start-up lines stay out of job.log
         from jobs.runner import run_cell
 
         record.update(run_cell(cell, cell_dir))

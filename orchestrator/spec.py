@@ -146,7 +146,8 @@ METRICS = ("energy_per_sample_j", "throughput_samples_per_s", "window_s", "energ
 class Repetitions(_Strict):
     """Repetitions driven by precision: repeat a group until its 95 % CI is tight enough, or `max`."""
 
-    min: Annotated[StrictInt, Field(ge=2, le=MAX_REPETITIONS)] = 3
+    # At least 3: the stopping rule reads a confidence interval, and none is given from n < 3.
+    min: Annotated[StrictInt, Field(ge=3, le=MAX_REPETITIONS)] = 3
     max: Annotated[StrictInt, Field(gt=0, le=MAX_REPETITIONS)] = 20
     target_ci: Annotated[StrictFloat | StrictInt, Field(gt=0, lt=1)] = 0.02  # CI half-width / mean
     metric: Literal[METRICS] = "energy_per_sample_j"

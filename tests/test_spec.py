@@ -45,6 +45,9 @@ def test_energy_factors_come_from_sweep_then_site_then_defaults():
 def test_adaptive_repetitions_are_validated(sweep_file):
     message = error_of(sweep_file(VALID.replace("repetitions: 2", "repetitions: {min: 5, max: 3}")))
     assert "matrix.repetitions" in message and "max (3) is below min (5)" in message
+    # the stopping rule reads a CI, and no interval is given from n < 3
+    message = error_of(sweep_file(VALID.replace("repetitions: 2", "repetitions: {min: 2, max: 5}")))
+    assert "matrix.repetitions.min" in message and "must be at least 3 (got 2)" in message
 
 
 def test_shipped_sweeps_are_valid():

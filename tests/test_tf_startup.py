@@ -29,3 +29,15 @@ def test_a_real_import_prints_no_start_up_lines():
     assert done.returncode == 0 and done.stdout.strip() == "3"
     assert "oneDNN" not in done.stderr and "cpu_feature_guard" not in done.stderr
     assert "absl::InitializeLog" not in done.stderr
+
+
+def test_selecting_tensorflow_silences_its_start_up_for_every_caller():
+    """`catalog` (and any caller of select_backend) used to print the start-up lines: the quiet import was the job's."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-c", "from jobs.backends import select_backend; "
+                           "select_backend('tensorflow'); import keras, numpy; "
+                           "m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]); "
+                           "print(m(numpy.zeros((1, 3))).shape)"], capture_output=True, text=True,
+                          timeout=300, env=dict(env, PYTHONPATH=str(ROOT)), cwd=ROOT)
+    assert done.returncode == 0 and done.stdout.strip() == "(1, 2)"
+    assert "oneDNN" not in done.stderr and "absl::InitializeLog" not in done.stderr
