@@ -18,8 +18,8 @@ from pathlib import Path
 # Before TensorFlow is imported anywhere: keep the job log readable.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from jobs.records import (CELL_FILE, RESULT_FILE, RESULT_SCHEMA_VERSION, atomic_write_json, now_iso,  # noqa: E402
-                          read_json, update_status)
+from jobs.records import (CELL_FILE, GUARDED_ENV, RESULT_FILE, RESULT_SCHEMA_VERSION, atomic_write_json,  # noqa: E402
+                          now_iso, read_json, update_status)
 
 
 class Terminated(BaseException):
@@ -61,7 +61,8 @@ def main(argv: list | None = None) -> int:
         record.update(status="done", error=None, finished_at=now_iso(),
                       job_wall_s=time.perf_counter() - clock)
         atomic_write_json(cell_dir / RESULT_FILE, record)
-        update_status(cell_dir, "done", finished_at=record["finished_at"])
+        if not os.environ.get(GUARDED_ENV):  # under its guard, `done` is the guard's, after its post-steps
+            update_status(cell_dir, "done", finished_at=record["finished_at"])
         window = record["window"]
         print(f"[job] done: {window['iterations']} iterations in {window['duration_s']:.2f} s, "
               f"{window['throughput_samples_per_s']:.2f} samples/s, "

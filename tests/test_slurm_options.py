@@ -6,7 +6,8 @@ import json
 import pytest
 
 from orchestrator.errors import UserError
-from orchestrator.launchers.slurm import SlurmLauncher, slurm_time, write_submitted
+from orchestrator.launchers.slurm import SlurmLauncher, slurm_time
+from orchestrator.lifecycle import write_submitted
 from orchestrator.launchers.slurm_job import parse_energy
 from orchestrator.matrix import expand
 from orchestrator.spec import parse_sweep
