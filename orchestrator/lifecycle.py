@@ -350,7 +350,18 @@ def launch(campaign, launcher, cells: list, progress) -> int:
         for cell_id, refused in exc.refused.items():
             update_status(campaign.cell_dir(cell_id), "failed", reason=refused.reason, **refused.fields)
         raise
+    _test_pause(TEST_PAUSE_ENV)
     return _record_submissions(campaign, launcher, answers, progress)
+
+
+TEST_PAUSE_ENV = "BENCHMARK_TRACKER_TEST_DELAY_AFTER_SUBMIT_S"
+
+
+def _test_pause(variable: str) -> None:
+    """Tests only: widen the window between a scheduler's answer and the job records (a kill lands inside it)."""
+    delay = os.environ.get(variable)
+    if delay:
+        time.sleep(float(delay))
 
 
 def _record_submissions(campaign, launcher, answers: dict, progress) -> int:

@@ -98,12 +98,15 @@ def explain_signal(signum: int) -> dict | None:
 
     Asked at once, while the job is still being stopped (KillWait runs): later the job is gone from view.
     """
+    limit = os.environ.get("BENCHMARK_TRACKER_TIME_LIMIT_MIN")
+    limit = f" of {limit} min" if limit else ""
+    if signum == signal.SIGUSR2:  # submitit's --signal=USR2@<delay>: the time limit is near
+        return {"timed_out": True, "reason": f"timeout: near its Slurm time limit{limit} (Slurm's warning signal); "
+                                             "the job was stopped"}
     state = slurm_job_state()
     if state == "TIMEOUT":
-        limit = os.environ.get("BENCHMARK_TRACKER_TIME_LIMIT_MIN")
         return {"timed_out": True, "slurm_state": state,
-                "reason": f"timeout: over its Slurm time limit{f' of {limit} min' if limit else ''}; "
-                          "the job was stopped"}
+                "reason": f"timeout: over its Slurm time limit{limit}; the job was stopped"}
     if state.startswith("CANCELLED"):
         return {"cancelled": True, "slurm_state": state, "reason": "cancelled (scancel) while running"}
     if state == "PREEMPTED":
