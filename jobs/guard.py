@@ -17,8 +17,9 @@ process that launched it:
 - after a successful measurement, each `--post` step runs as `python -m MODULE
   ARG...` (Slurm's energy counter, Kwollect's wall power), bounded; a post-step that
   fails is logged, it never turns a measurement into a failure;
-- then it writes the final status, *last*: the child writes `running` and its own
-  failures but never `done` (GUARDED_ENV), so nothing of a done cell changes after.
+- then it writes the final status, *last*: the child writes `running` and its result
+  (done, or failed with its error) but no final status (GUARDED_ENV), so no reader
+  sees a cell final before its guard is, and nothing of a done cell changes after.
 
 Standard library and jobs.records only: jobs/ never imports orchestrator/ (post-steps
 and explainers are named on the command line, by the launcher that knows them).
@@ -104,12 +105,13 @@ class Guard:
             time.sleep(POLL_S)
         return self._final(self.child.returncode, timed_out)
 
-    def _measured(self) -> bool:
-        """Whether the child wrote a result of a finished measurement (its `done`, left to the guard)."""
+    def _result(self) -> dict:
+        """What the child wrote in result.json (its outcome: done, or failed with its error), or {}."""
         try:
-            return read_json(self.cell_dir / RESULT_FILE).get("status") == "done"
-        except (OSError, ValueError, AttributeError):
-            return False
+            result = read_json(self.cell_dir / RESULT_FILE)
+        except (OSError, ValueError):
+            return {}
+        return result if isinstance(result, dict) else {}
 
     def _post_steps(self) -> None:
         with open(self.cell_dir / LOG_FILE, "ab") as log:
@@ -132,7 +134,14 @@ class Guard:
         """The final status, written last; the child's own outcome when nothing overrules it."""
         status = read_status(self.cell_dir)
         job = {"job_id": os.environ["BENCHMARK_TRACKER_JOB_ID"]} if os.environ.get("BENCHMARK_TRACKER_JOB_ID") else {}
-        measured = self._measured()
+        result = self._result()
+        measured = result.get("status") == "done"
+        error = result.get("error") if result.get("status") == "failed" else None
+        if isinstance(error, dict) and error.get("type"):  # the job's own failure, in its words
+            job.update(reason=f"{error['type']}: {error.get('message', '')}")
+        if result.get("finished_at"):
+            job["finished_at"] = result["finished_at"]
+        own = job.pop("reason", None)
         if timed_out:
             update_status(self.cell_dir, "failed", timed_out=True, exit_code=returncode, **job,
                           reason=f"timed out after {self.timeout_s:g} s (timeout_s in the sweep); the job was killed")
@@ -146,8 +155,8 @@ class Guard:
         elif measured or status["state"] == "done":
             update_status(self.cell_dir, "failed", exit_code=returncode, **job,
                           reason=f"the job wrote its result, then {describe_exit(returncode)}")
-        elif status["state"] == "failed":
-            update_status(self.cell_dir, "failed", exit_code=returncode, **job)  # the job's own reason
+        elif own or status["state"] == "failed":  # the job's own reason
+            update_status(self.cell_dir, "failed", exit_code=returncode, **job, **({"reason": own} if own else {}))
         else:
             update_status(self.cell_dir, "failed", exit_code=returncode, log_tail=log_tail(self.cell_dir / LOG_FILE),
                           reason=f"{describe_exit(returncode)} before writing a result", **job)

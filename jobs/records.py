@@ -27,8 +27,8 @@ EMISSIONS_FILE = "emissions.csv"
 LOG_FILE = "job.log"
 PHASE_FILE = "phase.json"
 JOB_FILE = "job.json"  # the current attempt's job (launcher, job id, pid): written by the launcher side only
-# Set by the guard for its child: the job writes `running` and its failures, never `done`; the guard writes the
-# final status itself, after its post-steps, so that nothing of a cell changes once it is done.
+# Set by the guard for its child: the job writes `running` and its result.json, no final status; the guard writes
+# it (done after its post-steps, or failed with the job's error or what ended it), so a final status is final.
 GUARDED_ENV = "BENCHMARK_TRACKER_GUARDED"
 
 STATES = ("pending", "submitted", "running", "done", "failed", "skipped")

@@ -3,7 +3,9 @@
 Reads cell.json, marks the cell running, runs it, and writes result.json
 before the final status, so a status of done always has its result. Any
 error, SIGTERM included (scancel, timeouts), is recorded as failed with its
-reason; only SIGKILL escapes, and the launcher records that one.
+reason; only SIGKILL escapes, and the guard records that one. Under its guard
+(jobs/guard.py), the job writes `running` and its result; the final status is the
+guard's, written last.
 """
 from __future__ import annotations
 
@@ -78,7 +80,8 @@ def main(argv: list | None = None) -> int:
                       error={"type": type(exc).__name__, "message": str(exc),
                              "traceback": traceback.format_exc()})
         atomic_write_json(cell_dir / RESULT_FILE, record)
-        update_status(cell_dir, "failed", reason=reason, finished_at=record["finished_at"])
+        if not os.environ.get(GUARDED_ENV):  # under its guard, the final status is the guard's (with this reason)
+            update_status(cell_dir, "failed", reason=reason, finished_at=record["finished_at"])
         return 1
 
 

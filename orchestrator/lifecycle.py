@@ -465,6 +465,7 @@ def _run_attempt(campaign, launcher, cell, progress) -> dict:
     if status["state"] != "done" and cancel_requested(campaign):
         status = mark_cancelled(campaign, cell.id)  # not SIGTERM's reason
     elif status["state"] not in FINAL_STATES:  # the guard itself died: the scheduler's word (here, the exit)
+        launcher.cancel(campaign, [job_id])  # whatever of its job is left (the measurement) goes too
         status = _fail_from_scheduler(campaign, cell.id, job_id, state, launcher)
     progress.finish(cell.label, status["state"], status.get("reason"))
     return status

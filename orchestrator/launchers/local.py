@@ -45,12 +45,11 @@ def _runs(pid, module: str, under: Path) -> bool:
     return module.encode() in argv and any(a.startswith(prefix) for a in argv)
 
 
-def stop_group(pid: int, grace_s: float = KILL_GRACE_S) -> None:
-    """SIGTERM a job's process group (it records why), SIGKILL it if it outlives the grace period."""
-    try:
-        group = os.getpgid(pid)  # the job's guard leads the group: stop both
-    except ProcessLookupError:
-        return
+def stop_group(group: int, grace_s: float = KILL_GRACE_S) -> None:
+    """SIGTERM a job's process group (its guard leads it, and records why), SIGKILL it after the grace period.
+
+    By group id: what is left of a job whose guard died (its measurement) goes too.
+    """
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(group, sig)
@@ -136,9 +135,11 @@ class LocalLauncher(Launcher):
     def cancel(self, campaign, job_ids: list) -> None:
         for job_id in job_ids:
             pid, _, host = str(job_id).partition("@")
-            if host == socket.gethostname() and pid.isdigit() and _runs(int(pid), "jobs.guard", campaign.cells_dir):
-                stop_group(int(pid))
+            if host != socket.gethostname() or not pid.isdigit():
+                continue
             process = self._processes.get(job_id)
+            if process is not None or _runs(int(pid), "jobs.guard", campaign.cells_dir):
+                stop_group(int(pid))  # the guard leads its own session: its pid is the group's id
             if process is not None:
                 try:
                     process.wait(timeout=KILL_GRACE_S)
