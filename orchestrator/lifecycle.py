@@ -121,14 +121,6 @@ def write_submitted(cell_dir: Path, previous: dict, now: str, **fields) -> None:
                       fsync=False)
 
 
-def record_job_id(cell_dir: Path, job_id) -> None:
-    """Add the scheduler's job id to a `submitted` status without touching its state (the job may have started)."""
-    status = read_status(cell_dir)
-    if status.get("state") == "submitted" and "job_id" not in status:
-        status["job_id"] = job_id
-        atomic_write_json(Path(cell_dir) / STATUS_FILE, status)
-
-
 # --- a new attempt starts clean ------------------------------------------------------------------
 
 def queue(campaign, cell_ids) -> int:
@@ -318,8 +310,11 @@ def record_job(campaign, cell_id: str, launcher, job_id, **extra) -> dict:
     status = campaign.status(cell_id)
     record = {"launcher": launcher.name, "attempt": status.get("attempts", 0), "job_id": str(job_id),
               "host": socket.gethostname(), "recorded_at": now_iso(), **extra}
-    atomic_write_json(campaign.cell_dir(cell_id) / JOB_FILE, record)
-    record_job_id(campaign.cell_dir(cell_id), str(job_id))
+    # Not fsync-ed one by one (a 1,000-cell array): the submission itself is durable where a crash needs it
+    # (Slurm's record; else the scheduler's job name, which `recover` finds). status.json is not touched: the
+    # job may be writing its own `running` right now.
+    atomic_write_text(campaign.cell_dir(cell_id) / JOB_FILE, json.dumps(record, indent=2, sort_keys=True) + "\n",
+                      fsync=False)
     return record
 
 

@@ -139,15 +139,15 @@ def test_a_sweep_runs_through_oar_with_kwollect_energy_and_resumes(oar_lab, work
         assert "SUBMIT mobilenet_v2 inference 1.1 tensorflow on oar-local rep 0: OAR job" in submitted.stderr
         campaign = workdir / "results" / "oar_e2e"
         [status] = statuses(campaign)
-        assert status["launcher"] == "oar" and int(status["job_id"]) > 0
         job = json.loads(next((campaign / "cells").glob("*/job.json")).read_text())
-        assert job["job_id"] == status["job_id"] and job["attempt"] == 1  # the attempt's job record
+        assert status["launcher"] == "oar" and int(job["job_id"]) > 0 and job["attempt"] == 1  # the attempt's job
+        status["job_id"] = job["job_id"]
         # 600 s + the Kwollect step (60 s) + the guard's margin (90 s)
         assert "-l \"host=1,walltime=0:12:30\"" in status["oarsub"] and "cluster='chifflet'" in status["oarsub"]
         # A second sweep while the job is queued or running submits nothing again.
         again = bt(oar_lab, "sweep", sweep, "--output", workdir / "results")
         assert again.returncode == 0 and "SUBMIT" not in again.stderr, again.stderr
-        assert statuses(campaign)[0]["job_id"] == status["job_id"]
+        assert json.loads(next((campaign / "cells").glob("*/job.json")).read_text())["job_id"] == status["job_id"]
         waited = bt(oar_lab, "wait", campaign, "--poll", "2", "--timeout", "240", timeout=300)
         assert waited.returncode == 0, waited.stderr + waited.stdout
         # The Kwollect step is the guard's post-step, before it writes `done`: done means annotated.
@@ -177,6 +177,9 @@ def test_a_deleted_running_job_and_a_cancelled_queued_one_fail_with_their_reason
     # One runs (host=1: the other waits for the node).
     running = wait_for(lambda: [s for s in statuses(campaign) if s["state"] == "running"], 120, every=1,
                        what="a cell running")
+    jobs = {d.name: json.loads((d / "job.json").read_text())["job_id"] for d in (campaign / "cells").iterdir()}
+    running[0]["job_id"] = next(j for d, j in jobs.items() if json.loads(
+        (campaign / "cells" / d / "status.json").read_text())["state"] == "running")
     deleted = oar_client("oardel", str(running[0]["job_id"]))
     assert deleted.returncode == 0, deleted.stderr
     waited = bt(oar_lab, "wait", campaign, "--poll", "2", "--timeout", "5", timeout=120)
@@ -187,7 +190,7 @@ def test_a_deleted_running_job_and_a_cancelled_queued_one_fail_with_their_reason
     assert f"OAR job {running[0]['job_id']} was deleted" in shown.stdout, shown.stdout
     cancelled = bt(oar_lab, "cancel", campaign, timeout=120)
     assert cancelled.returncode == 0 and "cancelled 1 open cell(s)" in cancelled.stdout, cancelled.stderr
-    by_job = {s["job_id"]: s for s in statuses(campaign)}
+    by_job = {jobs[d.name]: json.loads((d / "status.json").read_text()) for d in (campaign / "cells").iterdir()}
     assert all(s["state"] == "failed" for s in by_job.values())
     other = next(s for j, s in by_job.items() if j != running[0]["job_id"])
     assert other["cancelled"] and other["reason"] == "cancelled by the user"
