@@ -334,6 +334,8 @@ def current_job(campaign, cell_id: str, status: dict | None = None) -> dict | No
 
 def launch(campaign, launcher, cells: list, progress) -> int:
     """Run (blocking launchers: one cell at a time, here) or submit the cells; the number that reached a job."""
+    if not cells:
+        return 0
     if launcher.blocking:
         return run_serially(campaign, launcher, cells, progress)
     for cell in cells:  # a new attempt never overwrites an earlier one's outputs

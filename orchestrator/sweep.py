@@ -12,6 +12,7 @@ whose need is known now, and rerunning the command submits the next ones.
 """
 from __future__ import annotations
 
+import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,6 +151,10 @@ def run_sweep(sweep_arg: str, output: str | None = None, rerun_failed: bool = Fa
             in_flight = [c for c in expansion.cells if campaign.status(c.id)["state"] in ("submitted", "running")]
             if in_flight:
                 lifecycle.refresh(campaign, launcher, in_flight, holding_lock=True)
+                alive = sum(1 for c in in_flight if campaign.status(c.id)["state"] in ("submitted", "running"))
+                if alive:  # never two jobs for one cell
+                    (progress_stream or sys.stderr).write(f"{alive} cell(s) already queued or running in "
+                                                          f"{launcher.name}: not submitted again\n")
         lifecycle.queue(campaign, _chosen_again(campaign, expansion.cells, rerun_failed, force))
         planned = select_cells(campaign, expansion.cells, rerun_failed, force, skip_in_flight=not launcher.blocking)[0]
         progress = Progress(0, progress_stream, expected=len(planned),
