@@ -49,7 +49,7 @@ class SweepOutcome:
     def exit_code(self) -> int:
         if self.interrupted:
             return self.interrupt_exit_code
-        if self.storage_error:
+        if self.storage_error or self.scheduler_down:
             return 1
         return 1 if self.failed or self.campaign_failed else 0
 
@@ -200,7 +200,9 @@ def run_sweep(sweep_arg: str, output: str | None = None, rerun_failed: bool = Fa
                                   f"cells skipped{hint}\n")
         progress.close()
     failed = sum(1 for c in ran if campaign.status(c.id)["state"] == "failed")
-    submitted = sum(1 for c in ran if campaign.status(c.id)["state"] in ("submitted", "running", "done"))
+    # Reached a job: its attempt has a job record (a submission cut short by a hung scheduler has none yet).
+    submitted = sum(1 for c in ran if campaign.status(c.id)["state"] in ("running", "done")
+                    or lifecycle.current_job(campaign, c.id) is not None)
     return SweepOutcome(campaign, len(ran), skipped_done, skipped_failed, failed, interrupted,
                         submitted_only=not launcher.blocking,
                         campaign_failed=sum(1 for c in expansion.cells if campaign.status(c.id)["state"] == "failed"),

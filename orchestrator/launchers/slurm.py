@@ -42,8 +42,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 
 from jobs.records import atomic_write_json, now_iso, read_json
 from orchestrator.errors import UserError
-from orchestrator.launchers import (GUARD_MARGIN_S, JobState, Launcher, QueryFailed, Refused, SubmissionStopped,
-                                    command_timeout_s, refuse_control_characters)
+from orchestrator.launchers import (GUARD_MARGIN_S, JobState, Launcher, QueryFailed, Refused, SchedulerUnreachable,
+                                    SubmissionStopped, command_timeout_s, refuse_control_characters)
 from orchestrator import lifecycle
 from orchestrator.nodes import node_types
 from orchestrator.store import snapshot_code
@@ -371,14 +371,12 @@ class SlurmLauncher(Launcher):
             executor.update_parameters(**self.sbatch_parameters(signature, record["job_name"], code,
                                                                 campaign.root / SLURM_DIR))
             try:
-                if array:
-                    jobs = []
-                    with executor.batch():
-                        for _ in chunk:
-                            jobs.append(executor.submit(_task_function(), str(record_path)))
-                else:
-                    jobs = [executor.submit(_task_function(), str(record_path))]
-                job_id = base_job_id(jobs[0].job_id)
+                job_id = base_job_id(_bounded_sbatch(executor, str(record_path), len(chunk) if array else None))
+            except SbatchHung as exc:  # the record stays `submitting`: the next run adopts a job, or abandons it
+                raise SchedulerUnreachable(f"Slurm is unreachable: {exc}",
+                                           [f"{len({**before, **submitted})} cell(s) were submitted before these; "
+                                            "none after. Rerun the same command when Slurm answers again"],
+                                           submitted={**before, **submitted}) from None
             except Exception as exc:  # sbatch refused: say what Slurm said, submit nothing more
                 message = str(exc).strip().replace("sbatch: error: ", "")
                 record["state"], record["error"] = "refused", message
@@ -573,6 +571,57 @@ class SlurmLauncher(Launcher):
             done = run_command(["scancel", *ids[start:start + 500]], timeout=120)
             if done.returncode != 0 and done.stderr.strip():
                 print(f"warning: scancel: {done.stderr.strip()}", file=sys.stderr)
+
+
+class SbatchHung(Exception):
+    """sbatch gave no answer in time."""
+
+
+def _bounded_sbatch(executor, record_path: str, array_size: int | None) -> str:
+    """submitit's submission (sbatch without a time limit of its own), bounded: a hung sbatch is stopped and
+    reported. The first job's id; an array of `array_size` tasks when given."""
+    import threading
+
+    answer = {}
+
+    def submit():
+        try:
+            if array_size:
+                with executor.batch():
+                    jobs = [executor.submit(_task_function(), record_path) for _ in range(array_size)]
+            else:
+                jobs = [executor.submit(_task_function(), record_path)]
+            answer["job_id"] = jobs[0].job_id
+        except Exception as exc:  # noqa: BLE001 - handed to the caller
+            answer["error"] = exc
+
+    timeout = command_timeout_s(120)
+    worker = threading.Thread(target=submit, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        for pid in _children_named("sbatch"):  # stop it: no job can appear from it later
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        raise SbatchHung(f"sbatch gave no answer in {timeout:g} s")
+    if "error" in answer:
+        raise answer["error"]
+    return answer["job_id"]
+
+
+def _children_named(name: str) -> list:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        comm, _, rest = text.partition("(")[2].rpartition(")")
+        if comm == name and int(rest.split()[1]) == os.getpid():
+            out.append(int(stat.parent.name))
+    return out
 
 
 def _maybe_alive(record: dict) -> bool:
