@@ -1,14 +1,25 @@
-"""The life of a campaign's cells, owned by the core: queueing, run control, exit codes, the host lock.
+"""The life of a campaign's cells, owned by the core: the same rules for every launcher.
 
-Launchers start jobs and say what their scheduler knows; this module holds the
-rules that must not differ between them:
+Launchers are adapters (submit, query, cancel: orchestrator/launchers); the guard
+on the node (jobs/guard.py) writes every final status a job can still write. This
+module holds the rules that must not differ between launchers, and is the only
+frontend writer of status.json (`submitted`, scheduler-caused failures, cancels):
 
+- launch: a blocking launcher's cells one at a time (the wait, the backstop, the
+  interrupt), the others submitted; one job record per attempt (cells/<id>/job.json);
+- refresh: the job's own status first, then one batched query; a job gone is
+  judged once its cell has been silent GRACE_S (one grace rule); an unanswered
+  query judges nothing, and SCHEDULER_DOWN_LIMIT_S of them stop `wait` (one
+  scheduler-down rule; a submission no scheduler answers stops the campaign's
+  submissions: SchedulerUnreachable); a failure that is not the cell's is retried
+  as its next attempt, up to max_retries (counted attempts);
 - a cell chosen to run again goes back to `pending` (its earlier outcome to its
   history, its outputs set aside) before anything else, so `status` and `wait`
   never count an earlier attempt's result as the current one;
 - `cancel` leaves a request in the campaign that a running sweep obeys (no
-  pending cell starts after it; the running one is recorded cancelled), and two
-  cancels at once are serialised;
+  pending cell starts after it), stops the open cells' jobs, lets their guards'
+  last words come first, then records them `cancelled by the user`; two cancels
+  at once are serialised;
 - SIGTERM and SIGHUP to `sweep` end it like Ctrl-C: the running cell is stopped
   and recorded interrupted, the campaign stays consistent, exit 128 + signal;
 - the exit code of sweep, status and wait is the campaign's: 1 when any of its

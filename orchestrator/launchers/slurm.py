@@ -10,14 +10,16 @@ the campaign folder. What each part does:
   site's MaxArraySize, always with an explicit throttle (`array_parallelism`).
 - Before sbatch, a submission record (slurm/submissions/<token>.json) lists
   the cells in array order; the Slurm job name carries the token. A sweep
-  killed mid-submission is repaired by the next one: it finds the job by
-  name, adopts it, and submits only the rest.
-- Status files come first (the job writes them); then one squeue call for all
-  open cells; sacct only for the jobs squeue no longer knows; `scontrol` when
-  sacct is unavailable. A job gone without a final status is marked failed with
-  Slurm's reason (cancelled, timeout, out of memory, node failure...).
-- Slurm's requeue is off (`--no-requeue`); retries are ours (`max_retries`), the
-  cell keeps its id.
+  killed mid-submission is repaired by the next one (`recover`): it finds the
+  job by name, adopts it, and submits only the rest. A hung sbatch is bounded.
+- `query`: one squeue call for all open cells; sacct only for the jobs squeue no
+  longer knows; `scontrol` when sacct is unavailable; each ended job with
+  Slurm's reason (cancelled, timeout, out of memory, node failure...). What to
+  do with it (the grace rule, marking failed, retries) is the core's
+  (orchestrator/lifecycle.py); this module writes no status.
+- Slurm's requeue is off (`--no-requeue`); retries are the core's (`max_retries`),
+  the cell keeps its id.
+- On the node, the task runs the guard every launcher uses (slurm_job.py).
 - The job runs the frozen copy of the code made at submit time
   (slurm/code/<hash>/) with the project's interpreter, which must exist at the
   same path on the compute nodes (the job script checks and says so).
