@@ -45,10 +45,11 @@ def _runs(pid, module: str, under: Path) -> bool:
     return module.encode() in argv and any(a.startswith(prefix) for a in argv)
 
 
-def stop_group(group: int, grace_s: float = KILL_GRACE_S) -> None:
+def stop_group(group: int, grace_s: float = KILL_GRACE_S, process: subprocess.Popen | None = None) -> None:
     """SIGTERM a job's process group (its guard leads it, and records why), SIGKILL it after the grace period.
 
-    By group id: what is left of a job whose guard died (its measurement) goes too.
+    By group id: what is left of a job whose guard died (its measurement) goes too. `process`: the guard, when
+    this process started it (reaped here, so that its zombie does not keep the group alive).
     """
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
@@ -57,6 +58,8 @@ def stop_group(group: int, grace_s: float = KILL_GRACE_S) -> None:
             return
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline and _alive(group, os.killpg):  # the guard writes last: wait for it too
+            if process is not None:
+                process.poll()
             time.sleep(0.1)
         if not _alive(group, os.killpg):
             return
@@ -139,7 +142,7 @@ class LocalLauncher(Launcher):
                 continue
             process = self._processes.get(job_id)
             if process is not None or _runs(int(pid), "jobs.guard", campaign.cells_dir):
-                stop_group(int(pid))  # the guard leads its own session: its pid is the group's id
+                stop_group(int(pid), process=process)  # the guard leads its own session: its pid is the group id
             if process is not None:
                 try:
                     process.wait(timeout=KILL_GRACE_S)
