@@ -159,7 +159,7 @@ def test_a_job_whose_sweep_was_killed_keeps_its_timeout_through_its_guard(sweep_
 
 
 def test_a_local_job_whose_guard_died_is_retried_as_the_next_attempt(sweep_file, tmp_path, host_lock):
-    sweep = sweep_file(tiny_sweep("retried", phases="[inference]", iterations=30) + "max_retries: 1\n")
+    sweep = sweep_file(tiny_sweep("retried", phases="[inference]", iterations=5) + "max_retries: 1\n")
     out = tmp_path / "results"
     campaign = out / "retried"
     cli = start_cli("sweep", sweep, "--output", out)
