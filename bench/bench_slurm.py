@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 os.environ["BENCHMARK_TRACKER_NODE_TYPES"] = str(ROOT / "tests" / "clusters" / "slurm" / "node_types.yaml")
 
 from jobs.records import update_status  # noqa: E402
+from orchestrator import lifecycle  # noqa: E402
 from orchestrator.launchers import pick_launcher  # noqa: E402
 from orchestrator.matrix import expand  # noqa: E402
 from orchestrator.progress import Progress  # noqa: E402
@@ -69,7 +70,7 @@ def submit(folder: Path, name: str, n: int, arrays: bool) -> tuple:
     launcher = pick_launcher(spec)
     launcher.check(cells)
     clock = time.perf_counter()
-    launcher.launch(campaign, cells, Progress(n, io.StringIO()))
+    lifecycle.launch(campaign, launcher, cells, Progress(n, io.StringIO()))
     return time.perf_counter() - clock, launcher, campaign, cells
 
 
@@ -78,7 +79,7 @@ def bench_submission(folder: Path, n: int) -> None:
     for arrays in (True, False):
         seconds, launcher, campaign, cells = submit(folder, f"submit-{'arrays' if arrays else 'single'}", n, arrays)
         results[arrays] = seconds
-        launcher.cancel(campaign, cells)
+        lifecycle.cancel(campaign, launcher, cells)
         print(f"submit {n} cells {'as arrays   ' if arrays else 'one by one  '}: {seconds:8.2f} s "
               f"({seconds / n * 1000:.1f} ms per cell)", flush=True)
     ratio = results[True] / results[False]
@@ -88,7 +89,7 @@ def bench_submission(folder: Path, n: int) -> None:
 def bench_status(folder: Path, n: int, queued: int) -> None:
     spec, campaign, cells = make_campaign(folder, "status", n, True)
     launcher = pick_launcher(spec)
-    launcher.launch(campaign, cells[:queued], Progress(queued, io.StringIO()))
+    lifecycle.launch(campaign, launcher, cells[:queued], Progress(queued, io.StringIO()))
     for i, cell in enumerate(cells[queued:]):
         update_status(campaign.cell_dir(cell.id), "done" if i % 10 else "failed", reason="bench")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -99,7 +100,7 @@ def bench_status(folder: Path, n: int, queued: int) -> None:
                              capture_output=True, text=True, env=env, cwd=ROOT)
         times.append(time.perf_counter() - clock)
         assert out.returncode == 0, out.stderr
-    launcher.cancel(campaign, cells[:queued])
+    lifecycle.cancel(campaign, launcher, cells[:queued])
     best, worst = min(times), max(times)
     print(f"status over {n} cells ({queued} queued in Slurm): best {best:.2f} s, worst {worst:.2f} s "
           f"(goal <= 5 s: {'met' if worst <= 5 else 'NOT met'})\n  {out.stdout.strip()}")

@@ -18,22 +18,21 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shlex
 import shutil
 import socket
 import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, field_validator
 
-from jobs.records import FINAL_STATES, LOG_FILE, STATUS_FILE, atomic_write_json, log_tail, update_status
+from jobs.records import LOG_FILE
 from orchestrator import lifecycle
 from orchestrator.errors import UserError
-from orchestrator.launchers import Launcher, SchedulerUnreachable, command_timeout_s, refuse_control_characters
+from orchestrator.launchers import (GUARD_MARGIN_S, JobState, Launcher, QueryFailed, Refused, SchedulerUnreachable,
+                                    command_timeout_s, refuse_control_characters)
 from orchestrator.nodes import ROOT, node_types
 from orchestrator.store import snapshot_code
 
@@ -41,15 +40,11 @@ OAR_DIR = ".oar"  # in the campaign: code snapshots
 CODE_PACKAGES = ("jobs", "orchestrator", "grid5000")
 TMP_PREFIXES = ("/tmp", "/var/tmp", "/dev/shm")  # node-local, and purged by OAR's epilogue
 JOB_SCRIPT = "oar_job.sh"
-JOB_RECORD = "oar_job.json"  # written by the launcher only: the OAR job id of the current attempt
 PENDING_STATES = {"Waiting", "Hold", "toLaunch", "toAckReservation", "Launching"}
 ALIVE_STATES = PENDING_STATES | {"Running", "Finishing", "Suspended", "Resuming"}
 ENDED_STATES = {"Terminated", "Error", "toError"}
 SUBMIT_CONCURRENCY = 4
 COMMAND_TIMEOUT_S = command_timeout_s(60.0)
-STATUS_GRACE_S = 5.0        # a job that just ended may still be writing its final status (NFS)
-SUBMIT_GRACE_S = 300.0      # a `submitted` cell with no job id after this long lost its submission
-MAX_QUERY_FAILURES = 5      # consecutive failed oarstat calls before `wait` gives up
 KWOLLECT_WAIT_S = 60        # walltime added for the Kwollect step at the end of the job
 # Kwollect node-level power metrics, most trusted first, with the label used in result.json.
 POWER_METRICS = {"wattmetre_power_watt": "wattmeter", "pdu_outlet_power_watt": "pdu", "bmc_node_power_watt": "bmc"}
@@ -226,6 +221,21 @@ def oarstat(job_ids: list) -> dict:
     return {str(k): v for k, v in data.items()} if isinstance(data, dict) else {}
 
 
+def oarstat_user() -> dict:
+    """{job id (str): record} of this user's current jobs (one `oarstat -u -f -J` call)."""
+    process = _run(["oarstat", "-u", "-f", "-J"])
+    _finish([process])
+    _check_ran(process, "oarstat")
+    text = (process.stdout or "").strip()
+    if process.exit_code != 0 or not text:
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    return {str(k): v for k, v in data.items()} if isinstance(data, dict) else {}
+
+
 def oardel(job_ids: list) -> None:
     if job_ids:
         process = _run(["oardel", *map(str, sorted(set(map(int, job_ids))))])
@@ -276,7 +286,7 @@ class OarLauncher(Launcher):
     def __init__(self, spec, options=None):
         super().__init__(spec, options or OarOptions())
         self.python = self.options.python or sys.executable
-        self._query_failures = 0
+        self._unanswered = None
 
     # --- before anything runs ------------------------------------------------------------
     def check_campaign(self, root) -> None:
@@ -328,7 +338,8 @@ class OarLauncher(Launcher):
         if self.options.walltime is not None:
             return _walltime_s(self.options.walltime)
         extra = KWOLLECT_WAIT_S if self.options.kwollect and power_metrics(node) else 0
-        return int(math.ceil(self.spec.sweep.timeout_s)) + extra
+        # A margin over timeout_s: the guard on the node, not OAR, stops an overlong cell and says so.
+        return int(math.ceil(self.spec.sweep.timeout_s)) + extra + GUARD_MARGIN_S
 
     # --- the submission -------------------------------------------------------------------------
     def submission(self, cell, folder: Path):
@@ -345,8 +356,10 @@ class OarLauncher(Launcher):
         types += [t for t in self.options.job_types if t not in types]
         queue = self.options.queue or node.extra.get("queue") or "default"
         walltime = self.walltime_s(node)
-        # OAR SIGKILLs a job at its walltime; ask for a SIGTERM first, so that the job records why it stopped.
-        warning_s = min(max(15, walltime - int(math.ceil(self.spec.sweep.timeout_s))), max(1, walltime // 4))
+        # OAR SIGKILLs a job at its walltime; ask for a SIGTERM first (half the margin past timeout_s, after the
+        # guard's own timeout), so that the guard records why it stopped.
+        spare = walltime - int(math.ceil(self.spec.sweep.timeout_s)) - GUARD_MARGIN_S // 2
+        warning_s = min(max(15, spare), max(1, walltime // 4))
         refuse_control_characters({"oar types": types, "oar properties": filters, "oar queue": queue,
                                    "oar project": self.options.project, "cell folder": folder}, "an oarsub command")
         return execo_g5k.OarSubmission(
@@ -369,24 +382,32 @@ class OarLauncher(Launcher):
             f"cd {q(str(folder))} || exit 97",
             f"PYTHONPATH={q(str(code))}${{PYTHONPATH:+:$PYTHONPATH}}; export PYTHONPATH",
             "PYTHONUNBUFFERED=1; export PYTHONUNBUFFERED",
-            # In the background so that a SIGTERM from OAR (oardel, walltime) reaches the job, which records it.
-            f"{q(self.python)} -m jobs.run {q(str(folder))} >> {LOG_FILE} 2>&1 &",
+            # The guard (the same as every launcher's) owns the cell: timeout, signals, the Kwollect post-step,
+            # the final status last. In the background so that a SIGTERM from OAR (oardel, checkpoint) reaches it.
+            f"{' '.join(q(a) for a in self.guard_command(cell, folder))} >> {LOG_FILE} 2>&1 &",
             "pid=$!",
             "trap 'kill -TERM $pid 2>/dev/null' TERM INT",
             "wait $pid; rc=$?",
             "while kill -0 $pid 2>/dev/null; do wait $pid; rc=$?; done",
         ]
-        metrics = power_metrics(node) if self.options.kwollect else []
-        if metrics:
-            args = ["-m", "grid5000.kwollect", "annotate", str(folder), "--site", str(node.extra.get("site") or ""),
-                    "--metrics", ",".join(m for m, _, _ in metrics), "--wait", str(KWOLLECT_WAIT_S - 10)]
-            if self.options.kwollect_url:
-                args += ["--url", self.options.kwollect_url]
-            lines.append(f"[ $rc -eq 0 ] && {q(self.python)} {' '.join(q(a) for a in args)} >> {LOG_FILE} 2>&1")
         lines.append("exit $rc")
         return "\n".join(lines) + "\n"
 
-    def launch(self, campaign, cells: list, progress) -> None:
+    def guard_command(self, cell, folder: Path) -> list:
+        """`python -m jobs.guard <cell>`, with OAR's explainer and, where the node type has it, the Kwollect step."""
+        node = node_types()[cell.node_type]
+        command = [self.python, "-m", "jobs.guard", str(folder), "--explain", "grid5000.oar_job"]
+        metrics = power_metrics(node) if self.options.kwollect else []
+        if metrics:
+            args = ["grid5000.kwollect", "annotate", str(folder), "--site", str(node.extra.get("site") or ""),
+                    "--metrics", ",".join(m for m, _, _ in metrics), "--wait", str(KWOLLECT_WAIT_S - 10)]
+            if self.options.kwollect_url:
+                args += ["--url", self.options.kwollect_url]
+            command += ["--post", shlex.join(args)]
+        return command
+
+    def submit(self, campaign, cells: list, progress) -> dict:
+        """Per cluster, a few oarsub at a time: {cell id: OAR job id or Refused}; the first unanswered batch stops."""
         if not SAFE_PATH.match(str(campaign.root.resolve())):
             raise UserError(f"campaign folder {campaign.root.resolve()} has characters that cannot go into an OAR "
                             "command line", ["use an output folder made of letters, digits and _./+@:,=%~- only"])
@@ -394,69 +415,47 @@ class OarLauncher(Launcher):
             if str(path).startswith(TMP_PREFIXES):
                 progress.stream.write(f"warning: the {what} {path} is under a node-local temporary directory; nodes "
                                       "must see it at the same path, and OAR's epilogue purges those folders\n")
-        cells = self._skip_alive(campaign, cells, progress)
-        if not cells:
-            return
         self._code = code_snapshot(campaign.root)
         by_cluster = {}
         for cell in cells:
             by_cluster.setdefault(node_types()[cell.node_type].extra["cluster"], []).append(cell)
-        submitted = 0
+        answers = {}
         for cluster, group in sorted(by_cluster.items()):
             progress.stream.write(f"oar: submitting {len(group)} cell(s) to cluster {cluster}\n")
             for start in range(0, len(group), SUBMIT_CONCURRENCY):
-                try:
-                    submitted += self._submit_batch(campaign, group[start:start + SUBMIT_CONCURRENCY], progress)
-                except SchedulerUnreachable as exc:
-                    raise SchedulerUnreachable(str(exc), [f"{submitted} of {len(cells)} cell(s) were submitted "
-                                                          "before; none after. Rerun the same command when OAR "
-                                                          "answers again"]) from None
+                batch = group[start:start + SUBMIT_CONCURRENCY]
+                got = self._submit_batch(campaign, batch, progress)
+                if got is None:  # not one answer: OAR is unreachable
+                    submitted = sum(1 for a in answers.values() if not isinstance(a, Refused))
+                    raise SchedulerUnreachable(
+                        f"OAR is unreachable: {self._unanswered}",
+                        [f"{submitted} of {len(cells)} cell(s) were submitted before; none after. Rerun the same "
+                         "command when OAR answers again"], submitted=answers,
+                        refused={c.id: Refused(f"not submitted: {self._unanswered}", {"interrupted": True})
+                                 for c in batch})
+                answers.update(got)
+        return answers
 
-    def _skip_alive(self, campaign, cells: list, progress) -> list:
-        """Resume: a cell whose OAR job is still queued or running is not submitted again."""
-        jobs = {c.id: self._job_id(campaign, c) for c in cells
-                if campaign.status(c.id)["state"] in ("submitted", "running")}
-        jobs = {k: v for k, v in jobs.items() if v is not None}
-        try:
-            info = oarstat(list(jobs.values()))
-        except OarError as exc:
-            raise UserError(f"cannot ask OAR about the jobs already submitted: {exc}") from None
-        todo = []
-        for cell in cells:
-            record = info.get(str(jobs.get(cell.id)))
-            if record and record.get("state") in ALIVE_STATES:
-                progress.stream.write(f"QUEUED {cell.label}: already OAR job {jobs[cell.id]} ({record['state']})\n")
-                progress.skipped += 1
-                continue
-            todo.append(cell)
-        return todo
-
-    def _submit_batch(self, campaign, cells: list, progress) -> None:
+    def _submit_batch(self, campaign, cells: list, progress) -> dict | None:
         _, execo_g5k = _execo()
         from execo_g5k.oar import get_oarsub_commandline
 
         processes = []
         for cell in cells:
             folder = campaign.cell_dir(cell.id)
-            attempt = campaign.status(cell.id).get("attempts", 0) + 1
-            campaign.set_aside_outputs(cell.id, attempt - 1)
-            for stale in (JOB_RECORD,):
-                (folder / stale).unlink(missing_ok=True)
             script = folder / JOB_SCRIPT
             script.write_text(self.job_script(cell, folder, self._code))
             script.chmod(0o755)
-            spec = self.submission(cell, folder)
-            command = get_oarsub_commandline(spec)
+            command = get_oarsub_commandline(self.submission(cell, folder))
             # Before oarsub, so that the job's own `running` always comes after.
-            lifecycle.mark_submitted(folder, attempts=attempt, launcher=self.name, host=socket.gethostname(),
-                          oarsub=command)
+            lifecycle.mark_submitted(folder, attempts=campaign.status(cell.id).get("attempts", 0) + 1,
+                                     launcher=self.name, host=socket.gethostname(), oarsub=command)
             processes.append((cell, folder, command, _run(command)))
         _finish([p for *_, p in processes])
-        if all(p.error or p.timeouted for *_, p in processes):  # not one answer: OAR is unreachable
-            for cell, folder, command, process in processes:
-                update_status(folder, "failed", interrupted=True, reason=f"not submitted: {_no_answer(process)}")
-            raise SchedulerUnreachable(f"OAR is unreachable: {_no_answer(processes[0][3])}")
-        submitted = 0
+        if all(p.error or p.timeouted for *_, p in processes):
+            self._unanswered = _no_answer(processes[0][3])
+            return None
+        answers = {}
         for cell, folder, command, process in processes:
             if process.error or process.timeouted:
                 job_id, reason = None, f"oarsub could not run: {process.error_reason or 'timed out'}"
@@ -466,100 +465,53 @@ class OarLauncher(Launcher):
                 if reason.startswith("no OAR resource matches"):
                     reason = (f"{reason} (-p \"{_props(command)}\"{_queue_text(command)}); check the node type's "
                               "cluster and the oar.properties values (`oarnodes` lists what exists)")
-                status = update_status(folder, "failed", reason=reason, submit_output=_tail(
-                    f"{process.stdout}\n{process.stderr}", 10))
-                progress.finish(cell.label, "failed", status["reason"], timed=False)
+                answers[cell.id] = Refused(reason, {"submit_output": _tail(f"{process.stdout}\n{process.stderr}", 10)})
+                progress.stream.write(f"FAILED {cell.label}: {reason}\n")
                 continue
-            atomic_write_json(folder / JOB_RECORD, {"job_id": job_id, "submitted_at": time.time(), "command": command})
-            lifecycle.record_job_id(folder, job_id)
+            answers[cell.id] = str(job_id)
             progress.stream.write(f"SUBMIT {cell.label}: OAR job {job_id}\n")
-            submitted += 1
         progress.stream.flush()
-        return submitted
-
-    @staticmethod
-    def _job_id(campaign, cell):
-        status = campaign.status(cell.id)
-        if status.get("launcher") not in (None, "oar"):
-            return None
-        if status.get("job_id") is not None:
-            return status["job_id"]
-        try:
-            return json.loads((campaign.cell_dir(cell.id) / JOB_RECORD).read_text())["job_id"]
-        except (OSError, ValueError, KeyError):
-            return None
+        return answers
 
     # --- after submission ------------------------------------------------------------------
-    def refresh(self, campaign, cells: list) -> None:
-        jobs = {c.id: self._job_id(campaign, c) for c in cells}
+    def query(self, campaign, job_ids: list) -> dict:
+        """One `oarstat -f -J` for all; an ended job gets OAR's account of how (deleted, walltime, ...)."""
         try:
-            info = oarstat([j for j in jobs.values() if j is not None])
-            self._query_failures = 0
+            info = oarstat([int(j) for j in job_ids])
         except OarError as exc:
-            self._query_failures += 1
-            print(f"warning: cannot ask OAR about the jobs ({exc})", file=sys.stderr)
-            if self._query_failures >= MAX_QUERY_FAILURES:
-                raise UserError(f"OAR did not answer {self._query_failures} times in a row: {exc}") from None
-            return
-        # A job that ended moments ago may still be showing its final status (shared file systems): one wait.
-        stops = [(info.get(str(j)) or {}).get("stopTime") or 0 for j in jobs.values() if j is not None]
-        recent = [stop for stop in stops if stop and time.time() - stop < STATUS_GRACE_S]
-        if recent:
-            time.sleep(max(0.0, STATUS_GRACE_S - (time.time() - max(recent))))
-        for cell in cells:
-            folder = campaign.cell_dir(cell.id)
-            status = campaign.status(cell.id)
-            if status["state"] in FINAL_STATES or status["state"] == "pending":
-                continue
-            job_id = jobs[cell.id]
-            if job_id is None:
-                age = time.time() - os.path.getmtime(folder / STATUS_FILE)
-                if age > SUBMIT_GRACE_S and not campaign.is_locked():
-                    update_status(folder, "failed", reason="submitted, but no OAR job id was ever recorded "
-                                                           "(the sweep stopped while submitting?)")
-                continue
+            raise QueryFailed(f"cannot ask OAR about the jobs ({exc})") from None
+        out = {}
+        for job_id in job_ids:
             record = info.get(str(job_id))
-            if record is not None and record.get("state") in ALIVE_STATES:
+            if record is None:
+                continue  # unknown to OAR: the core says so, after its grace period
+            if record.get("state") in ALIVE_STATES:
+                out[job_id] = JobState(alive=True)
                 continue
-            reason = (describe_end(job_id, record) if record is not None else
-                      f"OAR job {job_id} is unknown to OAR (purged, or submitted to another OAR server)")
-            update_status(folder, "failed", reason=reason, job_id=job_id, exit_code=(record or {}).get("exit_code"),
-                          log_tail=log_tail(folder / LOG_FILE), oar_state=(record or {}).get("state"))
+            out[job_id] = JobState(alive=False, reason=describe_end(job_id, record), ended_at=record.get("stopTime"),
+                                   fields={"exit_code": record.get("exit_code"), "oar_state": record.get("state")})
+        return out
 
-    def settle(self, campaign, cells: list) -> None:
-        """A done cell's job still runs its Kwollect step: wait (bounded) for those jobs to end."""
-        ids = [self._job_id(campaign, c) for c in cells if campaign.status(c.id)["state"] == "done"]
-        ids = [j for j in ids if j is not None]
-        deadline = time.monotonic() + KWOLLECT_WAIT_S + 30
-        while ids and time.monotonic() < deadline:
-            try:
-                info = oarstat(ids)
-            except OarError:
-                return
-            ids = [j for j in ids if (info.get(str(j)) or {}).get("state") in ALIVE_STATES]
-            if ids:
-                time.sleep(2)
-
-    def cancel(self, campaign, cells: list) -> None:
-        jobs = {c.id: self._job_id(campaign, c) for c in cells}
-        ids = [j for j in jobs.values() if j is not None]
+    def cancel(self, campaign, job_ids: list) -> None:
         try:
-            oardel(ids)
-            deadline = time.monotonic() + 30
-            while ids and time.monotonic() < deadline:  # let the jobs go, so their last words come first
-                info = oarstat(ids)
-                ids = [j for j in ids if (info.get(str(j)) or {}).get("state") in ALIVE_STATES]
-                if ids:
-                    time.sleep(1)
+            oardel([int(j) for j in job_ids])
         except OarError as exc:
             print(f"warning: {exc}", file=sys.stderr)
+
+    def recover(self, campaign, cells: list) -> dict:
+        """A cell marked submitted without a job id (the sweep died around oarsub): its job, found by its name
+        (`bt-<cell id>`) among this user's jobs, or None once nothing of that name exists."""
+        try:
+            mine = oarstat_user()
+        except OarError:
+            return {}
+        out = {}
         for cell in cells:
-            status = campaign.status(cell.id)
-            if status["state"] == "done":
-                continue
-            job = f" (OAR job {jobs[cell.id]} deleted)" if jobs[cell.id] is not None else ""
-            update_status(campaign.cell_dir(cell.id), "failed", reason=f"cancelled by the user{job}",
-                          cancelled=True, job_id=jobs[cell.id])
+            since = lifecycle.iso_epoch(campaign.status(cell.id).get("submitted_at")) - 60  # this attempt's, not older
+            found = [j for j, r in mine.items() if r.get("name") == f"bt-{cell.id}"
+                     and (r.get("submissionTime") or 0) >= since]
+            out[cell.id] = max(found, key=int) if found else None
+        return out
 
 
 def _no_answer(process) -> str:

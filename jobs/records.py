@@ -27,6 +27,9 @@ EMISSIONS_FILE = "emissions.csv"
 LOG_FILE = "job.log"
 PHASE_FILE = "phase.json"
 JOB_FILE = "job.json"  # the current attempt's job (launcher, job id, pid): written by the launcher side only
+# Set by the guard for its child: the job writes `running` and its result.json, no final status; the guard writes
+# it (done after its post-steps, or failed with the job's error or what ended it), so a final status is final.
+GUARDED_ENV = "BENCHMARK_TRACKER_GUARDED"
 
 STATES = ("pending", "submitted", "running", "done", "failed", "skipped")
 # skipped: an adaptive repetition the precision target made unnecessary (reason says why).
@@ -161,7 +164,7 @@ def update_status(cell_dir: Path, state: str, **fields: Any) -> dict:
     status["updated_at"] = now_iso()
     status.setdefault("host", socket.gethostname())
     status[f"{state}_at"] = status["updated_at"]
-    if state != "failed":
+    if state != "failed" and "reason" not in fields:  # an earlier failure's reason; `skipped` keeps its own
         status.pop("reason", None)
     atomic_write_json(Path(cell_dir) / STATUS_FILE, status)
     return status

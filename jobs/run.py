@@ -3,7 +3,9 @@
 Reads cell.json, marks the cell running, runs it, and writes result.json
 before the final status, so a status of done always has its result. Any
 error, SIGTERM included (scancel, timeouts), is recorded as failed with its
-reason; only SIGKILL escapes, and the launcher records that one.
+reason; only SIGKILL escapes, and the guard records that one. Under its guard
+(jobs/guard.py), the job writes `running` and its result; the final status is the
+guard's, written last.
 """
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ from pathlib import Path
 # Before TensorFlow is imported anywhere: keep the job log readable.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from jobs.records import (CELL_FILE, RESULT_FILE, RESULT_SCHEMA_VERSION, atomic_write_json, now_iso,  # noqa: E402
-                          read_json, update_status)
+from jobs.records import (CELL_FILE, GUARDED_ENV, RESULT_FILE, RESULT_SCHEMA_VERSION, atomic_write_json,  # noqa: E402
+                          now_iso, read_json, update_status)
 
 
 class Terminated(BaseException):
@@ -57,7 +59,8 @@ def main(argv: list | None = None) -> int:
         record.update(status="done", error=None, finished_at=now_iso(),
                       job_wall_s=time.perf_counter() - clock)
         atomic_write_json(cell_dir / RESULT_FILE, record)
-        update_status(cell_dir, "done", finished_at=record["finished_at"])
+        if not os.environ.get(GUARDED_ENV):  # under its guard, `done` is the guard's, after its post-steps
+            update_status(cell_dir, "done", finished_at=record["finished_at"])
         window = record["window"]
         print(f"[job] done: {window['iterations']} iterations in {window['duration_s']:.2f} s, "
               f"{window['throughput_samples_per_s']:.2f} samples/s, "
@@ -73,7 +76,8 @@ def main(argv: list | None = None) -> int:
                       error={"type": type(exc).__name__, "message": str(exc),
                              "traceback": traceback.format_exc()})
         atomic_write_json(cell_dir / RESULT_FILE, record)
-        update_status(cell_dir, "failed", reason=reason, finished_at=record["finished_at"])
+        if not os.environ.get(GUARDED_ENV):  # under its guard, the final status is the guard's (with this reason)
+            update_status(cell_dir, "failed", reason=reason, finished_at=record["finished_at"])
         return 1
 
 

@@ -46,24 +46,13 @@ def reattach(campaign: Campaign) -> tuple:
     return launcher, cells
 
 
-def open_cells(campaign: Campaign, cells: list, seen: dict | None = None) -> list:
-    out = []
-    for cell in cells:
-        status = campaign.status(cell.id)
-        if seen is not None:
-            seen[cell.id] = status
-        if status["state"] not in FINAL_STATES:
-            out.append(cell)
-    return out
-
-
 def refresh(campaign: Campaign, statuses: dict | None = None) -> tuple:
     """Reattach and refresh; `statuses`, when given, receives every cell's status afterwards (read once)."""
     launcher, cells = reattach(campaign)
     seen = {} if statuses is None else statuses
-    pending = open_cells(campaign, cells, seen)
+    pending = lifecycle.open_cells(campaign, cells, seen)
     if pending:
-        launcher.refresh(campaign, pending)
+        lifecycle.refresh(campaign, launcher, pending)
         seen.update({c.id: campaign.status(c.id) for c in pending})
     return launcher, cells
 
@@ -84,16 +73,15 @@ def wait(campaign: Campaign, poll_s: float = 10.0, timeout_s: float | None = Non
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     reported = set()
     while True:
-        pending = open_cells(campaign, cells)
+        pending = lifecycle.open_cells(campaign, cells)
         if pending:
-            launcher.refresh(campaign, pending)
+            lifecycle.refresh(campaign, launcher, pending)
         for cell in cells:
             status = campaign.status(cell.id)
             if cell.id not in reported and status["state"] in FINAL_STATES:
                 reported.add(cell.id)
                 progress.finish(cell.label, status["state"], status.get("reason"), timed=False)
-        if len(reported) == len(cells):
-            launcher.settle(campaign, cells)  # e.g. OAR: the Kwollect step after `done`
+        if len(reported) == len(cells):  # final means final: a guard writes `done` after its post-steps
             progress.close()
             return 1 if progress.failed else 0
         if deadline is not None and time.monotonic() > deadline:
@@ -106,9 +94,4 @@ def wait(campaign: Campaign, poll_s: float = 10.0, timeout_s: float | None = Non
 def cancel(campaign: Campaign) -> int:
     """Stop the campaign: a running sweep starts no more cells, open ones are stopped and recorded cancelled."""
     launcher, cells = reattach(campaign)
-    with lifecycle.cancel_lock(campaign):  # a second `cancel` at once waits, then finds nothing open
-        lifecycle.request_cancel(campaign)
-        pending = open_cells(campaign, cells)
-        if pending:
-            launcher.cancel(campaign, pending)
-    return len(pending)
+    return lifecycle.cancel(campaign, launcher, cells)

@@ -345,6 +345,8 @@ class Sweep(_Strict):
     overrides: dict[TestName, Settings] = {}
     launcher: Literal[LAUNCHERS] = "auto"
     timeout_s: PositiveNumber = 3600
+    # Attempts after the first for a failure that is not the cell's (node failure, a job lost by its scheduler).
+    max_retries: NonNegativeInt = 0
     cooldown_s: Annotated[StrictFloat | StrictInt, Field(ge=0)] = 0  # idle gap between cells
     order: Order = Order()
     seed: NonNegativeInt = 42

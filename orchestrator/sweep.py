@@ -12,11 +12,12 @@ whose need is known now, and rerunning the command submits the next ones.
 """
 from __future__ import annotations
 
+import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.records import FINAL_STATES, update_status
+from jobs.records import FINAL_STATES
 from orchestrator import lifecycle
 from orchestrator.errors import UserError
 from orchestrator.launchers import SchedulerUnreachable, pick_launcher
@@ -48,7 +49,7 @@ class SweepOutcome:
     def exit_code(self) -> int:
         if self.interrupted:
             return self.interrupt_exit_code
-        if self.storage_error:
+        if self.storage_error or self.scheduler_down:
             return 1
         return 1 if self.failed or self.campaign_failed else 0
 
@@ -101,10 +102,9 @@ def _adaptive_skip(campaign: Campaign, cells: list, by_group: dict, policy, roun
         if needs_more(values, policy):
             needed.append(cell)
         elif campaign.status(cell.id)["state"] != "done":
-            update_status(campaign.cell_dir(cell.id), "skipped",
-                          reason=f"not needed: {policy.metric} 95 % CI ±{relative_half_width(values):.2%} of the "
-                                 f"mean after {len(values)} repetitions (target ±{policy.target_ci:.2%}, "
-                                 f"max {policy.max})")
+            lifecycle.mark_skipped(campaign, cell.id, f"not needed: {policy.metric} 95 % CI "
+                                   f"±{relative_half_width(values):.2%} of the mean after {len(values)} repetitions "
+                                   f"(target ±{policy.target_ci:.2%}, max {policy.max})")
     return needed, undecided
 
 
@@ -150,7 +150,11 @@ def run_sweep(sweep_arg: str, output: str | None = None, rerun_failed: bool = Fa
         if not launcher.blocking:  # settle jobs that died since the last look, before choosing
             in_flight = [c for c in expansion.cells if campaign.status(c.id)["state"] in ("submitted", "running")]
             if in_flight:
-                launcher.refresh(campaign, in_flight)
+                lifecycle.refresh(campaign, launcher, in_flight, holding_lock=True)
+                alive = sum(1 for c in in_flight if campaign.status(c.id)["state"] in ("submitted", "running"))
+                if alive:  # never two jobs for one cell
+                    (progress_stream or sys.stderr).write(f"{alive} cell(s) already queued or running in "
+                                                          f"{launcher.name}: not submitted again\n")
         lifecycle.queue(campaign, _chosen_again(campaign, expansion.cells, rerun_failed, force))
         planned = select_cells(campaign, expansion.cells, rerun_failed, force, skip_in_flight=not launcher.blocking)[0]
         progress = Progress(0, progress_stream, expected=len(planned),
@@ -176,7 +180,7 @@ def run_sweep(sweep_arg: str, output: str | None = None, rerun_failed: bool = Fa
                     order = order_round(todo, sweep.order.shuffle, sweep.order.seed, round_index)
                     ran.extend(todo)
                     try:
-                        launcher.launch(campaign, order, progress)
+                        lifecycle.launch(campaign, launcher, order, progress)
                     except SchedulerUnreachable as exc:  # one rule for every scheduler: stop submitting here
                         down = exc
                         break
@@ -196,7 +200,9 @@ def run_sweep(sweep_arg: str, output: str | None = None, rerun_failed: bool = Fa
                                   f"cells skipped{hint}\n")
         progress.close()
     failed = sum(1 for c in ran if campaign.status(c.id)["state"] == "failed")
-    submitted = sum(1 for c in ran if campaign.status(c.id)["state"] in ("submitted", "running", "done"))
+    # Reached a job: its attempt has a job record (a submission cut short by a hung scheduler has none yet).
+    submitted = sum(1 for c in ran if campaign.status(c.id)["state"] in ("running", "done")
+                    or lifecycle.current_job(campaign, c.id) is not None)
     return SweepOutcome(campaign, len(ran), skipped_done, skipped_failed, failed, interrupted,
                         submitted_only=not launcher.blocking,
                         campaign_failed=sum(1 for c in expansion.cells if campaign.status(c.id)["state"] == "failed"),

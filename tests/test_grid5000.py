@@ -13,7 +13,7 @@ import yaml
 
 from grid5000 import launcher as oar
 from grid5000 import make_node_types, refresh_catalog
-from jobs.records import read_status, update_status
+from jobs.records import atomic_write_json, now_iso, read_status
 from orchestrator.errors import UserError
 from orchestrator.matrix import expand
 from orchestrator.nodes import node_types
@@ -142,9 +142,10 @@ def test_grele_goes_to_abaca_on_a_whole_node_with_its_walltime(tmp_path):
     launcher = launcher_for(spec)
     cell = expand(spec).cells[0]
     line = oarsub_line(launcher, cell)
-    assert '-l "host=1,walltime=1:1:0"' in line  # timeout_s + the Kwollect step
+    assert '-l "host=1,walltime=1:2:30"' in line  # timeout_s + the Kwollect step + the guard's margin (90 s)
     assert "-p \"cluster='grele'\"" in line and '-q "abaca"' in line and "exotic" not in line
-    assert "--checkpoint=60 --signal=15" in line  # SIGTERM before the walltime's SIGKILL
+    # SIGTERM before the walltime's SIGKILL, 45 s after the guard's own timeout: 3750 - 105 = 3600 + 45
+    assert "--checkpoint=105 --signal=15" in line
     assert line.endswith('"/home/u/results/g5k/cells/abc/oar_job.sh"') and '-n "bt-' in line
 
 
@@ -164,10 +165,17 @@ def test_job_script_quotes_every_path_and_runs_kwollect_after_a_success(tmp_path
     launcher = launcher_for(spec)
     script = launcher.job_script(expand(spec).cells[0], Path("/home/u/it's here"))
     assert "cd '/home/u/it'\"'\"'s here' || exit 97" in script
-    assert "/opt/venv/bin/python -m jobs.run '/home/u/it'\"'\"'s here' >> job.log 2>&1 &" in script
-    assert "[ $rc -eq 0 ] && /opt/venv/bin/python -m grid5000.kwollect annotate" in script
-    assert "--site nancy --metrics bmc_node_power_watt" in script and "--url http://127.0.0.1:8/x/" in script
-    assert "trap 'kill -TERM $pid" in script
+    # The same guard as every launcher: OAR's explainer, the Kwollect step as its post-step (after a success).
+    guard = "/opt/venv/bin/python -m jobs.guard '/home/u/it'\"'\"'s here' --explain grid5000.oar_job --post "
+    assert guard in script and "jobs.run" not in script
+    line = next(line for line in script.splitlines() if line.startswith("/opt/venv/bin/python -m jobs.guard"))
+    import shlex
+
+    post = shlex.split(shlex.split(line)[7])
+    assert post[:3] == ["grid5000.kwollect", "annotate", "/home/u/it's here"]
+    assert post[3:] == ["--site", "nancy", "--metrics", "bmc_node_power_watt", "--wait", "50", "--url",
+                        "http://127.0.0.1:8/x/"]
+    assert line.endswith(">> job.log 2>&1 &") and "trap 'kill -TERM $pid" in script
 
 
 @pytest.mark.parametrize("section, message", [
@@ -263,43 +271,77 @@ def campaign(tmp_path):
     return launcher_for(spec), camp, cells
 
 
+def submitted(camp, cell, job_id, attempts=1, long_ago=True):
+    """A cell as the lifecycle leaves it after a submission: `submitted`, and its attempt's job.json."""
+    from orchestrator import lifecycle
+
+    folder = camp.cell_dir(cell.id)
+    lifecycle.write_submitted(folder, read_status(folder), "2026-01-01T00:00:00+00:00" if long_ago else now_iso(),
+                              attempts=attempts, launcher="oar")
+    atomic_write_json(folder / "job.json", {"launcher": "oar", "attempt": attempts, "job_id": str(job_id)})
+    return folder
+
+
 def test_refresh_fails_deleted_and_unknown_jobs_and_leaves_live_ones(campaign, monkeypatch):
+    from orchestrator import lifecycle
+
     launcher, camp, cells = campaign
     cell = cells[0]
-    folder = camp.cell_dir(cell.id)
     deleted = json.loads((DATA / "oar" / "oarstat-fJ-deleted.json").read_text())
-    update_status(folder, "submitted", attempts=1, launcher="oar", job_id=3)
+    folder = submitted(camp, cell, 3)
     monkeypatch.setattr(oar, "oarstat", lambda ids: {"3": dict(deleted["3"], state="Running")})
-    launcher.refresh(camp, cells)
+    lifecycle.refresh(camp, launcher, cells)
     assert read_status(folder)["state"] == "submitted"
-    monkeypatch.setattr(oar, "oarstat", lambda ids: deleted)
-    launcher.refresh(camp, cells)
+    monkeypatch.setattr(oar, "oarstat", lambda ids: deleted)  # recorded: stopTime long ago
+    lifecycle.refresh(camp, launcher, cells)
     status = read_status(folder)
     assert status["state"] == "failed" and "OAR job 3 was deleted" in status["reason"]
-    assert status["oar_state"] == "Error"
-    update_status(folder, "submitted", attempts=2, launcher="oar", job_id=99)
+    assert status["oar_state"] == "Error" and status["job_id"] == "3"
+    submitted(camp, cell, 99, attempts=2)
     monkeypatch.setattr(oar, "oarstat", lambda ids: {})
-    launcher.refresh(camp, cells)
-    assert "OAR job 99 is unknown to OAR" in read_status(folder)["reason"]
+    lifecycle.refresh(camp, launcher, cells)
+    status = read_status(folder)
+    assert status["reason"] == ("its job 99 left oar without a final status, and oar has no record of how it "
+                                "ended") and status["attempts"] == 2
 
 
-def test_refresh_gives_up_after_oar_stops_answering(campaign, monkeypatch):
+def test_a_job_that_just_ended_gets_the_grace_period_before_it_is_judged(campaign, monkeypatch):
+    from orchestrator import lifecycle
+
     launcher, camp, cells = campaign
-    update_status(camp.cell_dir(cells[0].id), "submitted", attempts=1, launcher="oar", job_id=5)
+    deleted = json.loads((DATA / "oar" / "oarstat-fJ-deleted.json").read_text())
+    folder = submitted(camp, cells[0], 3)
+    import time as clock
+
+    monkeypatch.setattr(oar, "oarstat", lambda ids: {"3": dict(deleted["3"], stopTime=int(clock.time()))})
+    lifecycle.refresh(camp, launcher, cells)
+    assert read_status(folder)["state"] == "submitted"  # its guard's last word may still be on its way
+    monkeypatch.setattr(lifecycle, "GRACE_S", 0.0)
+    lifecycle.refresh(camp, launcher, cells)
+    assert read_status(folder)["state"] == "failed"
+
+
+def test_refresh_gives_up_after_oar_stops_answering(campaign, monkeypatch, capsys):
+    from orchestrator import lifecycle
+
+    launcher, camp, cells = campaign
+    folder = submitted(camp, cells[0], 5)
 
     def broken(ids):
         raise oar.OarError("oarstat failed: could not start")
 
     monkeypatch.setattr(oar, "oarstat", broken)
-    for _ in range(oar.MAX_QUERY_FAILURES - 1):
-        launcher.refresh(camp, cells)
-    assert read_status(camp.cell_dir(cells[0].id))["state"] == "submitted"  # not judged on a failed query
-    with pytest.raises(UserError, match="OAR did not answer 5 times in a row"):
-        launcher.refresh(camp, cells)
+    lifecycle.refresh(camp, launcher, cells)
+    assert read_status(folder)["state"] == "submitted"  # not judged on a failed query
+    assert "warning: cannot ask OAR about the jobs (oarstat failed: could not start); cell states not refreshed" \
+        in capsys.readouterr().err
+    launcher.unanswered_since -= lifecycle.SCHEDULER_DOWN_LIMIT_S + 1  # the same rule as every scheduler's
+    with pytest.raises(UserError, match="oar has not answered for 60[0-9] s"):
+        lifecycle.refresh(camp, launcher, cells)
 
 
 def test_launch_refuses_a_campaign_path_with_shell_characters(tmp_path):
     spec = sweep_spec(tmp_path)
     launcher = launcher_for(spec)
     with pytest.raises(UserError, match="cannot go into an OAR command line"):
-        launcher.launch(Campaign(tmp_path / "a b;$(x)" / "g5k"), expand(spec).cells, None)
+        launcher.submit(Campaign(tmp_path / "a b;$(x)" / "g5k"), expand(spec).cells, None)

@@ -57,12 +57,15 @@ def oar_lab():
     return {"home": home, "python": python, "user": user}
 
 
-def _as_job_user(command: list, **kwargs) -> subprocess.CompletedProcess:
+def _job_user_argv(command: list, **extra_env) -> list:
     env = {"PATH": f"{LAB / 'shims'}:/usr/bin:/bin", "HOME": pwd.getpwnam(JOB_USER).pw_dir, "LANG": "C.UTF-8",
-           "PYTHONPATH": str(ROOT), "BENCHMARK_TRACKER_NODE_TYPES": str(CATALOG), "TZ": "UTC"}
+           "PYTHONPATH": str(ROOT), "BENCHMARK_TRACKER_NODE_TYPES": str(CATALOG), "TZ": "UTC", **extra_env}
     prefix = [] if os.geteuid() != 0 else ["runuser", "-u", JOB_USER, "--"]
-    return subprocess.run([*prefix, "env", "-i", *[f"{k}={v}" for k, v in env.items()], *command],
-                          capture_output=True, text=True, cwd="/", **kwargs)
+    return [*prefix, "env", "-i", *[f"{k}={v}" for k, v in env.items()], *command]
+
+
+def _as_job_user(command: list, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(_job_user_argv(command), capture_output=True, text=True, cwd="/", **kwargs)
 
 
 def _job_user_python(home: Path, user) -> str:
@@ -96,7 +99,7 @@ def workdir(oar_lab):
     folder.mkdir(parents=True)
     os.chown(folder, oar_lab["user"].pw_uid, oar_lab["user"].pw_gid)
     yield folder
-    leftovers = [str(json.loads(p.read_text())["job_id"]) for p in folder.rglob("oar_job.json")]
+    leftovers = [str(json.loads(p.read_text())["job_id"]) for p in folder.rglob("job.json")]
     if leftovers:  # never leave a job running on a deleted folder
         _as_job_user(["oardel", *leftovers], timeout=60)
         time.sleep(3)
@@ -136,16 +139,20 @@ def test_a_sweep_runs_through_oar_with_kwollect_energy_and_resumes(oar_lab, work
         assert "SUBMIT mobilenet_v2 inference 1.1 tensorflow on oar-local rep 0: OAR job" in submitted.stderr
         campaign = workdir / "results" / "oar_e2e"
         [status] = statuses(campaign)
-        assert status["launcher"] == "oar" and status["job_id"] > 0
-        assert "-l \"host=1,walltime=0:11:0\"" in status["oarsub"] and "cluster='chifflet'" in status["oarsub"]
+        job = json.loads(next((campaign / "cells").glob("*/job.json")).read_text())
+        assert status["launcher"] == "oar" and int(job["job_id"]) > 0 and job["attempt"] == 1  # the attempt's job
+        status["job_id"] = job["job_id"]
+        # 600 s + the Kwollect step (60 s) + the guard's margin (90 s)
+        assert "-l \"host=1,walltime=0:12:30\"" in status["oarsub"] and "cluster='chifflet'" in status["oarsub"]
         # A second sweep while the job is queued or running submits nothing again.
         again = bt(oar_lab, "sweep", sweep, "--output", workdir / "results")
         assert again.returncode == 0 and "SUBMIT" not in again.stderr, again.stderr
-        assert statuses(campaign)[0]["job_id"] == status["job_id"]
+        assert json.loads(next((campaign / "cells").glob("*/job.json")).read_text())["job_id"] == status["job_id"]
         waited = bt(oar_lab, "wait", campaign, "--poll", "2", "--timeout", "240", timeout=300)
         assert waited.returncode == 0, waited.stderr + waited.stdout
-        # The Kwollect step runs in the same OAR job after the cell wrote `done`: `wait` waited for the job's end.
-        assert oar_job_state(status["job_id"]) == "Terminated"
+        # The Kwollect step is the guard's post-step, before it writes `done`: done means annotated.
+        assert "external" in json.loads(next((campaign / "cells").glob("*/result.json")).read_text())["energy"]
+        wait_for(lambda: oar_job_state(status["job_id"]) == "Terminated", 60, every=1, what="the job's end")
     [status] = statuses(campaign)
     assert status["state"] == "done" and status["host"] == socket.gethostname()
     cell = next((campaign / "cells").iterdir())
@@ -170,20 +177,23 @@ def test_a_deleted_running_job_and_a_cancelled_queued_one_fail_with_their_reason
     # One runs (host=1: the other waits for the node).
     running = wait_for(lambda: [s for s in statuses(campaign) if s["state"] == "running"], 120, every=1,
                        what="a cell running")
+    jobs = {d.name: json.loads((d / "job.json").read_text())["job_id"] for d in (campaign / "cells").iterdir()}
+    running[0]["job_id"] = next(j for d, j in jobs.items() if json.loads(
+        (campaign / "cells" / d / "status.json").read_text())["state"] == "running")
     deleted = oar_client("oardel", str(running[0]["job_id"]))
     assert deleted.returncode == 0, deleted.stderr
     waited = bt(oar_lab, "wait", campaign, "--poll", "2", "--timeout", "5", timeout=120)
     assert waited.returncode == 3  # the other cell is still open: `wait` gives up at its timeout
-    time.sleep(4)
-    shown = bt(oar_lab, "status", "-v", campaign)
-    assert shown.returncode == 1, shown.stderr  # the campaign has a failed cell
-    assert f"OAR job {running[0]['job_id']} was deleted" in shown.stdout
+    # Judged once its cell has been silent for the grace period (its guard's last word may be on its way).
+    shown = wait_for(lambda: (lambda s: s if s.returncode == 1 else None)(bt(oar_lab, "status", "-v", campaign)),
+                     60, every=2, what="the deleted job's cell failed")
+    assert f"OAR job {running[0]['job_id']} was deleted" in shown.stdout, shown.stdout
     cancelled = bt(oar_lab, "cancel", campaign, timeout=120)
     assert cancelled.returncode == 0 and "cancelled 1 open cell(s)" in cancelled.stdout, cancelled.stderr
-    by_job = {s["job_id"]: s for s in statuses(campaign)}
+    by_job = {jobs[d.name]: json.loads((d / "status.json").read_text()) for d in (campaign / "cells").iterdir()}
     assert all(s["state"] == "failed" for s in by_job.values())
     other = next(s for j, s in by_job.items() if j != running[0]["job_id"])
-    assert other["cancelled"] and "cancelled by the user (OAR job" in other["reason"]
+    assert other["cancelled"] and other["reason"] == "cancelled by the user"
     states = oar_client("oarstat", "-f", "-J", *[a for j in by_job for a in ("-j", str(j))])
     assert {r["state"] for r in json.loads(states.stdout).values()} == {"Error"}
     assert bt(oar_lab, "wait", campaign, "--poll", "1", "--timeout", "30").returncode == 1  # final: no waiting
@@ -198,3 +208,34 @@ def test_a_property_filter_matching_no_node_is_reported_clearly(oar_lab, workdir
     assert message in submitted.stderr
     [status] = statuses(workdir / "results" / "oar_nomatch")
     assert status["state"] == "failed" and message in status["reason"] and "oarnodes" in status["reason"]
+
+
+def test_a_sweep_killed_after_oarsub_is_adopted_by_the_rerun_never_a_second_job(oar_lab, workdir):
+    """SIGKILL between oarsub's answer and the job record: the rerun finds the job by its name (bt-<cell id>)."""
+    sweep = write_sweep(workdir, "oar_adopt", "{kwollect: false}", iterations=1_000_000)
+    campaign = workdir / "results" / "oar_adopt"
+    sweeper = subprocess.Popen(_job_user_argv([oar_lab["python"], "-m", "orchestrator.cli", "sweep", str(sweep),
+                                               "--output", str(workdir / "results")],
+                                              BENCHMARK_TRACKER_TEST_DELAY_AFTER_SUBMIT_S="30"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
+    try:
+        line = sweeper.stderr.readline()
+        while line and "SUBMIT" not in line:
+            line = sweeper.stderr.readline()
+        assert "OAR job" in line, line
+        job_id = line.rsplit("OAR job", 1)[1].strip()
+        holder = (campaign / ".lock").read_text()  # "pid N on host since ...": the sweep itself, not runuser
+        os.kill(int(holder.split()[1]), 9)
+    finally:
+        sweeper.wait(timeout=30)
+    [cell] = (campaign / "cells").iterdir()
+    assert not (cell / "job.json").exists() and statuses(campaign)[0]["state"] in ("submitted", "running")
+    rerun = bt(oar_lab, "sweep", sweep, "--output", workdir / "results")
+    assert rerun.returncode == 0, rerun.stderr
+    assert "SUBMIT" not in rerun.stderr  # adopted, not submitted again
+    record = json.loads((cell / "job.json").read_text())
+    assert record["job_id"] == job_id and record["adopted"] is True and record["attempt"] == 1
+    mine = json.loads(oar_client("oarstat", "-u", "-f", "-J").stdout or "{}")
+    assert [j for j, r in mine.items() if r["name"] == f"bt-{cell.name}"] == [job_id]  # one job for the cell
+    cancelled = bt(oar_lab, "cancel", campaign, timeout=120)
+    assert cancelled.returncode == 0 and "cancelled 1 open cell(s)" in cancelled.stdout, cancelled.stderr

@@ -12,7 +12,8 @@ import pytest
 from scipy import stats
 
 from jobs.records import RESULT_FILE, atomic_write_json, update_status
-from orchestrator.launchers import LAUNCHERS, Launcher
+from orchestrator import launchers
+from orchestrator.launchers import JobState, Launcher
 from orchestrator.precision import needs_more, order_round, relative_half_width
 from orchestrator.spec import Repetitions
 from orchestrator.sweep import run_sweep
@@ -56,7 +57,7 @@ class StreamLauncher(Launcher):
     def check(self, cells):
         pass
 
-    def launch(self, campaign, cells, progress):
+    def submit(self, campaign, cells, progress):
         for cell in cells:
             rng = np.random.default_rng(cell.repetition * 1000 + len(cell.test))
             value = 100.0 * (1 + self.spread[cell.test] / 100 * rng.standard_normal())
@@ -64,10 +65,18 @@ class StreamLauncher(Launcher):
                               {"energy": {"joules_per_sample": value}})
             update_status(campaign.cell_dir(cell.id), "done")
             StreamLauncher.launched.append((cell.test, cell.repetition))
+        return {cell.id: f"stream-{cell.id}" for cell in cells}
+
+    def query(self, campaign, job_ids):
+        return {job_id: JobState(alive=False) for job_id in job_ids}
+
+    def cancel(self, campaign, job_ids):
+        pass
 
 
 def test_sweep_repeats_each_group_until_precise_enough(sweep_file, tmp_path, monkeypatch):
-    monkeypatch.setitem(LAUNCHERS, "local", "tests.test_precision:StreamLauncher")
+    known = launchers.registry()
+    monkeypatch.setattr(launchers, "registry", lambda: {**known, "local": "tests.test_precision:StreamLauncher"})
     StreamLauncher.launched = []
     text = """
 name: adaptive

@@ -106,14 +106,18 @@ def _which(name: str) -> bool:
 
 @pytest.fixture(scope="module")
 def overrun(tmp_path_factory):
-    """A cell far longer than its 1 min limit (Slurm rounds limits up to minutes and checks them about every
-    30 s): submitted early by the end-to-end test so that its 60-90 s overlap with other tests."""
+    """Two cells far longer than their limits, submitted early by the end-to-end test so that they overlap with
+    other tests: `guarded` over its timeout_s (15 s; the guard on the node stops it, Slurm's limit has a margin),
+    `overrun` over a Slurm time limit of 1 min set below its timeout_s (Slurm's warning signal stops it)."""
     folder = tmp_path_factory.mktemp("overrun")
-    sweep = folder / "overrun.yaml"
-    sweep.write_text(slurm_sweep("overrun", timeout=15).replace("iterations: 2", "duration_s: 600"))
-    done = bt("sweep", sweep, "--output", folder / "results")
-    assert done.returncode == 0, done.stderr
-    return folder / "results" / "overrun"
+    campaigns = {}
+    for name, timeout, slurm in (("guarded", 15, ""), ("overrun", 600, "time_limit_min: 1")):
+        sweep = folder / f"{name}.yaml"
+        sweep.write_text(slurm_sweep(name, timeout=timeout, slurm=slurm).replace("iterations: 2", "duration_s: 600"))
+        done = bt("sweep", sweep, "--output", folder / "results")
+        assert done.returncode == 0, done.stderr
+        campaigns[name] = folder / "results" / name
+    return campaigns
 
 
 # --- bad input: nothing submitted -------------------------------------------------------
@@ -235,7 +239,7 @@ def test_failures_are_detected_with_their_reason(sweep_file, tmp_path):
         assert follow_wait(out / name) == 1, name
     reasons = {name: next(iter(statuses(out / name).values())) for name in ("raises", "killed", "cancelled")}
     assert reasons["raises"]["reason"].startswith("RuntimeError: node type slurm-local-nogpu promises 1 GPU")
-    assert reasons["killed"]["reason"] == "killed by SIGKILL before writing a result"
+    assert reasons["killed"]["reason"] == "killed by SIGKILL before writing a result"  # the guard's words
     assert "cancelled" in reasons["cancelled"]["reason"] and reasons["cancelled"].get("cancelled")
 
     # A rerun completes the cancelled cell, under the same id, as attempt 2.
@@ -276,6 +280,12 @@ def test_killed_mid_submission_rerun_submits_only_the_rest(sweep_file, tmp_path)
         ours = [r["job_name"] for r in map(lambda p: json.loads(p.read_text()), records.glob("*.json"))]
         assert sorted(n for n in names if n in ours) == sorted(ours)  # one job per submission, no extra
         assert all(s["state"] == "submitted" for s in statuses(campaign).values())
+        for cell_id, job in ids.items():  # one job record per attempt, the adopted one said so
+            record = json.loads((campaign / "cells" / cell_id / "job.json").read_text())
+            assert record["job_id"] == job and record["attempt"] == 1 and record["launcher"] == "slurm"
+        # One cell per round here: the killed sweep recorded the first; the rerun, the one found by its name.
+        records = {c: json.loads((campaign / "cells" / c / "job.json").read_text()) for c in ids}
+        assert sum(1 for r in records.values() if r.get("adopted")) == 1, records
     finally:
         bt("cancel", campaign)
     assert all(s["state"] == "failed" and s.get("cancelled") for s in statuses(campaign).values())
@@ -283,11 +293,15 @@ def test_killed_mid_submission_rerun_submits_only_the_rest(sweep_file, tmp_path)
 
 # --- time limit ------------------------------------------------------------------------------
 
-def test_time_limit_overrun_fails_as_timeout(overrun):
-    assert follow_wait(overrun) == 1
-    (status,) = statuses(overrun).values()
-    assert status["reason"] == "timeout: over its Slurm time limit of 1 min; the job was stopped", status
-    assert status.get("timed_out") and status["slurm_state"] == "TIMEOUT"
+def test_the_guard_enforces_timeout_s_and_slurms_limit_has_its_reason(overrun):
+    assert follow_wait(overrun["guarded"]) == 1
+    (status,) = statuses(overrun["guarded"]).values()
+    assert status["reason"] == "timed out after 15 s (timeout_s in the sweep); the job was killed", status
+    assert status.get("timed_out") and status["job_id"]
+    assert follow_wait(overrun["overrun"]) == 1
+    (status,) = statuses(overrun["overrun"]).values()
+    assert status["reason"].startswith("timeout: near its Slurm time limit of 1 min"), status
+    assert status.get("timed_out") and status["signal"] == "SIGUSR2"
 
 
 # --- node failure ---------------------------------------------------------------------------

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from orchestrator.errors import UserError
-from orchestrator.launchers.slurm import SlurmLauncher, slurm_time, write_submitted
+from orchestrator.launchers.slurm import SlurmLauncher, slurm_time
+from orchestrator.lifecycle import write_submitted
 from orchestrator.launchers.slurm_job import parse_energy
 from orchestrator.matrix import expand
 from orchestrator.spec import parse_sweep
@@ -40,7 +41,7 @@ def test_resources_merge_catalog_then_sweep_then_per_node_type(tmp_path):
     assert r["partition"] == "debug" and r["constraint"] == "bttest"  # from the catalog's slurm: block
     assert r["account"] == "proj1" and r["qos"] == "high" and r["mem_gb"] == 4  # sweep, then per node type
     assert r["exclusive"] is False  # the test catalog opts out; the default is exclusive
-    assert r["time_limit_min"] == 5  # timeout_s 300
+    assert r["time_limit_min"] == 7  # timeout_s 300 + the guard's margin (90 s), in whole minutes
 
 
 def test_exclusive_by_default_and_time_limit_from_timeout(tmp_path, monkeypatch):
@@ -51,10 +52,10 @@ def test_exclusive_by_default_and_time_limit_from_timeout(tmp_path, monkeypatch)
     spec = spec_for(tmp_path, node_types="[gpu-node]", timeout=90)
     launcher = launcher_for(spec)
     r = launcher.resources("gpu-node")
-    assert r == {"exclusive": True, "partition": "gpu", "gres": "gpu:2", "time_limit_min": 2}
+    assert r == {"exclusive": True, "partition": "gpu", "gres": "gpu:2", "time_limit_min": 3}  # 90 s + 90 s
     params = launcher.sbatch_parameters(launcher.signature(expand(spec).cells[0]), "bt-x", tmp_path / "code",
                                         tmp_path)
-    assert params["exclusive"] is True and params["gres"] == "gpu:2" and params["time"] == 2
+    assert params["exclusive"] is True and params["gres"] == "gpu:2" and params["time"] == 3
     assert params["additional_parameters"]["no_requeue"] is True  # Slurm's requeue off: retries are ours
     assert params["array_parallelism"] == 8  # always an explicit throttle
 

@@ -10,14 +10,16 @@ the campaign folder. What each part does:
   site's MaxArraySize, always with an explicit throttle (`array_parallelism`).
 - Before sbatch, a submission record (slurm/submissions/<token>.json) lists
   the cells in array order; the Slurm job name carries the token. A sweep
-  killed mid-submission is repaired by the next one: it finds the job by
-  name, adopts it, and submits only the rest.
-- Status files come first (the job writes them); then one squeue call for all
-  open cells; sacct only for the jobs squeue no longer knows; `scontrol` when
-  sacct is unavailable. A job gone without a final status is marked failed with
-  Slurm's reason (cancelled, timeout, out of memory, node failure...).
-- Slurm's requeue is off (`--no-requeue`); retries are ours (`max_retries`), the
-  cell keeps its id.
+  killed mid-submission is repaired by the next one (`recover`): it finds the
+  job by name, adopts it, and submits only the rest. A hung sbatch is bounded.
+- `query`: one squeue call for all open cells; sacct only for the jobs squeue no
+  longer knows; `scontrol` when sacct is unavailable; each ended job with
+  Slurm's reason (cancelled, timeout, out of memory, node failure...). What to
+  do with it (the grace rule, marking failed, retries) is the core's
+  (orchestrator/lifecycle.py); this module writes no status.
+- Slurm's requeue is off (`--no-requeue`); retries are the core's (`max_retries`),
+  the cell keeps its id.
+- On the node, the task runs the guard every launcher uses (slurm_job.py).
 - The job runs the frozen copy of the code made at submit time
   (slurm/code/<hash>/) with the project's interpreter, which must exist at the
   same path on the compute nodes (the job script checks and says so).
@@ -40,10 +42,11 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError, \
     field_validator
 
-from jobs.records import FINAL_STATES, atomic_write_json, now_iso, read_json, update_status
+from jobs.records import atomic_write_json, now_iso, read_json
 from orchestrator.errors import UserError
-from orchestrator.launchers import Launcher, command_timeout_s, refuse_control_characters
-from orchestrator.lifecycle import write_submitted
+from orchestrator.launchers import (GUARD_MARGIN_S, JobState, Launcher, QueryFailed, Refused, SchedulerUnreachable,
+                                    SubmissionStopped, command_timeout_s, refuse_control_characters)
+from orchestrator import lifecycle
 from orchestrator.nodes import node_types
 from orchestrator.store import snapshot_code
 
@@ -74,8 +77,6 @@ FINAL_REASONS = {
     "FAILED": ("the job failed before writing a result", True),
     "COMPLETED": ("the job ended without writing a final status", True),
 }
-GONE_GRACE_S = 30.0       # a job unknown to squeue and sacct is given this long after submission
-SCHEDULER_DOWN_LIMIT_S = 600.0
 
 
 class _Strict(BaseModel):
@@ -103,7 +104,7 @@ class SlurmOptions(SlurmResources):
     array_parallelism: PositiveInt = 8
     max_array_size: PositiveInt | None = None   # below the site's MaxArraySize, never above
     use_arrays: StrictBool = True
-    max_retries: NonNegativeInt = 0
+    max_retries: NonNegativeInt | None = None      # default: the sweep's max_retries
     hold: StrictBool = False                    # submit held; `scontrol release` starts them
     python: PathStr | None = None               # the interpreter on the compute nodes (default: this one)
     node_types: dict[StrictStr, SlurmResources] = {}
@@ -173,7 +174,6 @@ class SlurmLauncher(Launcher):
         super().__init__(spec, options or SlurmOptions())
         self.python = self.options.python or sys.executable
         self._site = None
-        self._scheduler_down_since = None
         self._records = {}
 
     # --- resources ----------------------------------------------------------------
@@ -191,8 +191,8 @@ class SlurmLauncher(Launcher):
         for layer in (catalog, self.options, self.options.node_types.get(node_type)):
             if layer is not None:
                 merged.update({k: getattr(layer, k) for k in RESOURCE_KEYS if getattr(layer, k) is not None})
-        if "time_limit_min" not in merged:  # the sweep's timeout_s, in Slurm's whole minutes
-            merged["time_limit_min"] = slurm_time(self.spec.sweep.timeout_s / 60)
+        if "time_limit_min" not in merged:  # the sweep's timeout_s and the guard's margin, in whole minutes
+            merged["time_limit_min"] = slurm_time((self.spec.sweep.timeout_s + GUARD_MARGIN_S) / 60)
         return merged
 
     def signature(self, cell) -> Signature:
@@ -310,24 +310,21 @@ class SlurmLauncher(Launcher):
 
     # --- launch ---------------------------------------------------------------------
 
-    def launch(self, campaign, cells: list, progress) -> None:
+    def submit(self, campaign, cells: list, progress) -> dict:
+        """One array per resource signature (chunks of chunk_size()); {cell id: Slurm job id}."""
         stream = progress.stream
         self._warn_shared_fs(campaign, stream)
-        self.adopt_interrupted(campaign, stream)
-        todo = self._not_alive(campaign, cells, stream)
-        if not todo:
-            stream.write("nothing to submit\n")
-            return
         code = code_snapshot(campaign.root)
         groups = {}
-        for cell in todo:
+        for cell in cells:
             groups.setdefault(self.signature(cell), []).append(cell)
-        total = 0
+        ids = {}
         for signature, group in groups.items():
-            total += self.submit(campaign, signature, group, code, stream)
-        stream.write(f"submitted {total} cell(s) to Slurm in {campaign.root}; follow with "
+            ids.update(self.submit_group(campaign, signature, group, code, stream, ids))
+        stream.write(f"submitted {len(ids)} cell(s) to Slurm in {campaign.root}; follow with "
                      f"`benchmark-tracker status {_q(campaign.root)}` or `wait`\n")
         stream.flush()
+        return ids
 
     def _warn_shared_fs(self, campaign, stream) -> None:
         root = str(Path(campaign.root).resolve())
@@ -338,19 +335,7 @@ class SlurmLauncher(Launcher):
             stream.write(f"warning: the interpreter {self.python} is under a temporary directory; it must exist at "
                          "the same path on the compute nodes\n")
 
-    def _not_alive(self, campaign, cells: list, stream) -> list:
-        """Drop cells whose earlier job still queues or runs: never two jobs for one cell."""
-        open_ones = [c for c in cells if campaign.status(c.id)["state"] in ("submitted", "running")]
-        if not open_ones:
-            return list(cells)
-        self.refresh(campaign, open_ones, retry=False)
-        still = {c.id for c in open_ones if campaign.status(c.id)["state"] in ("submitted", "running")
-                 and campaign.status(c.id).get("launcher") == self.name}
-        if still:
-            stream.write(f"{len(still)} cell(s) already queued or running in Slurm: not submitted again\n")
-        return [c for c in cells if c.id not in still]
-
-    def submit(self, campaign, signature: Signature, cells: list, code: Path, stream) -> int:
+    def submit_group(self, campaign, signature: Signature, cells: list, code: Path, stream, before: dict) -> dict:
         """Submit cells sharing one signature, in arrays of at most chunk_size().
 
         Per chunk: statuses (submitted, with the submission token and array index) and the submission
@@ -365,7 +350,7 @@ class SlurmLauncher(Launcher):
         records.mkdir(parents=True, exist_ok=True)
         energy = self.site()["energy_accounting"]
         size = self.chunk_size() if self.options.use_arrays else 1
-        submitted = 0
+        submitted = {}
         for start in range(0, len(cells), size):
             chunk = cells[start:start + size]
             token = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
@@ -380,37 +365,36 @@ class SlurmLauncher(Launcher):
             now = now_iso()
             for index, cell in enumerate(chunk):
                 previous = campaign.status(cell.id)
-                if previous.get("attempts", 0):
-                    campaign.set_aside_outputs(cell.id, previous["attempts"])
-                write_submitted(campaign.cell_dir(cell.id), previous, now, attempts=previous.get("attempts", 0) + 1,
-                                launcher=self.name, submission=token, array_index=index if array else None,
-                                host=socket.gethostname())
+                lifecycle.write_submitted(campaign.cell_dir(cell.id), previous, now,
+                                          attempts=previous.get("attempts", 0) + 1, launcher=self.name,
+                                          submission=token, array_index=index if array else None,
+                                          host=socket.gethostname())
             executor = submitit.SlurmExecutor(folder=folder, python=_q(self.python), max_num_timeout=0)
             executor.update_parameters(**self.sbatch_parameters(signature, record["job_name"], code,
                                                                 campaign.root / SLURM_DIR))
             try:
-                if array:
-                    jobs = []
-                    with executor.batch():
-                        for _ in chunk:
-                            jobs.append(executor.submit(_task_function(), str(record_path)))
-                else:
-                    jobs = [executor.submit(_task_function(), str(record_path))]
-                job_id = base_job_id(jobs[0].job_id)
+                job_id = base_job_id(_bounded_sbatch(executor, str(record_path), len(chunk) if array else None))
+            except SbatchHung as exc:  # the record stays `submitting`: the next run adopts a job, or abandons it
+                raise SchedulerUnreachable(f"Slurm is unreachable: {exc}",
+                                           [f"{len({**before, **submitted})} cell(s) were submitted before these; "
+                                            "none after. Rerun the same command when Slurm answers again"],
+                                           submitted={**before, **submitted}) from None
             except Exception as exc:  # sbatch refused: say what Slurm said, submit nothing more
                 message = str(exc).strip().replace("sbatch: error: ", "")
                 record["state"], record["error"] = "refused", message
                 atomic_write_json(record_path, record)
-                for cell in chunk:
-                    update_status(campaign.cell_dir(cell.id), "failed", reason=f"Slurm refused the job: {message}")
-                raise UserError(f"Slurm refused the submission of {len(chunk)} cell(s): {message}",
-                                [f"requested: {signature.describe()}",
-                                 f"{submitted} cell(s) were submitted before these; nothing after"]) from None
+                done = {**before, **submitted}
+                raise SubmissionStopped(f"Slurm refused the submission of {len(chunk)} cell(s): {message}",
+                                        [f"requested: {signature.describe()}",
+                                         f"{len(done)} cell(s) were submitted before these; nothing after"],
+                                        submitted=done,
+                                        refused={c.id: Refused(f"Slurm refused the job: {message}") for c in chunk}
+                                        ) from None
             self._hook_after_sbatch()
             record["state"], record["job_id"], record["submitted_at"] = "submitted", job_id, now_iso()
             atomic_write_json(record_path, record)
             self._records[token] = record
-            submitted += len(chunk)
+            submitted.update({c.id: f"{job_id}_{i}" if array else job_id for i, c in enumerate(chunk)})
             stream.write(f"submitted {len(chunk)} cell(s) as Slurm job {job_id}"
                          f"{f' (array, {self.options.array_parallelism} at a time)' if array else ''}: "
                          f"{signature.describe()}\n")
@@ -442,16 +426,20 @@ class SlurmLauncher(Launcher):
         index = status.get("array_index")
         return f"{record['job_id']}_{index}" if index is not None else str(record["job_id"])
 
-    def adopt_interrupted(self, campaign, stream) -> None:
-        """Settle every submission a killed sweep left half done (see settle_submission)."""
-        records = campaign.root / SLURM_DIR / "submissions"
-        for path in sorted(records.glob("*.json")) if records.is_dir() else []:
-            try:
-                record = read_json(path)
-            except (OSError, ValueError):
-                continue
-            if record.get("state") == "submitting":
-                self.settle_submission(campaign, record, stream)
+    def recover(self, campaign, cells: list) -> dict:
+        """Cells marked submitted whose job id was never recorded: adopt a job a killed sweep left (found by its
+        name, no second job), or None when its sbatch never ran; absent while a live sweep may still submit it."""
+        out = {}
+        for cell in cells:
+            status = campaign.status(cell.id)
+            record = self.record(campaign, status.get("submission") or "")
+            if record is not None and record.get("state") == "submitting":
+                record = self.settle_submission(campaign, record)
+            if record is None or record.get("state") in ("abandoned", "refused"):
+                out[cell.id] = None  # its sweep died before sbatch: no job will ever come
+            elif record.get("state") == "submitted":
+                out[cell.id] = self.job_id(campaign, status)
+        return out
 
     def settle_submission(self, campaign, record: dict, stream=None) -> dict:
         """A record left `submitting`: adopt its job if it reached Slurm (found by name), else abandon it.
@@ -495,92 +483,39 @@ class SlurmLauncher(Launcher):
         ids = [line.strip() for line in out.stdout.splitlines() if line.strip()]
         return base_job_id(ids[0]) if ids else None
 
-    # --- refresh ----------------------------------------------------------------------
+    # --- query -----------------------------------------------------------------------
 
-    def refresh(self, campaign, cells: list, retry: bool = True) -> None:
-        """Status files first; one squeue for all; sacct only for jobs squeue no longer knows."""
-        watched, lost = {}, []
-        for cell in cells:
-            status = campaign.status(cell.id)
-            if status["state"] in FINAL_STATES or status.get("launcher") != self.name:
-                continue
-            job_id = self.job_id(campaign, status)
-            if job_id is None:
-                record = self.record(campaign, status.get("submission") or "")
-                if record is not None and record.get("state") == "submitting":
-                    record = self.settle_submission(campaign, record)
-                    job_id = self.job_id(campaign, status)
-            if job_id is None:
-                if record is None or record.get("state") in ("abandoned", "refused"):
-                    lost.append(cell.id)  # its sweep died before sbatch: no job will ever come
-                continue  # "submitting": the sweep doing it (or the next one) settles it
-            watched[cell.id] = (status, job_id)
-        for cell_id in lost:
-            update_status(campaign.cell_dir(cell_id), "failed", interrupted=True,
-                          reason="its submission was interrupted before it reached Slurm")
-        if not watched:
-            return
-        alive = self._squeue({job_id for _, job_id in watched.values()})
-        if alive is None:
-            return
-        gone = {cid: v for cid, v in watched.items() if v[1] not in alive}
+    def query(self, campaign, job_ids: list) -> dict:
+        """One squeue for all; sacct (else scontrol) only for the jobs squeue no longer knows."""
+        alive = self._squeue(set(job_ids))
+        out = {j: JobState(alive=True) for j in job_ids if j in alive}
+        gone = set(job_ids) - alive
         if not gone:
-            return
-        states = self._final_states({job_id for _, job_id in gone.values()})
-        retry_cells = []
-        for cell_id, (before, job_id) in gone.items():
-            status = campaign.status(cell_id)  # again: the job may have written it meanwhile
-            if status["state"] in FINAL_STATES or status.get("submission") != before.get("submission"):
+            return out
+        for job_id, info in self._final_states(gone).items():
+            slurm_state = info["state"].split()[0].rstrip("+")
+            if slurm_state in SQUEUE_ALIVE:
+                out[job_id] = JobState(alive=True)  # squeue missed it by a hair; next time
                 continue
-            info = states.get(job_id)
-            if info is None:
-                age = time.time() - _epoch(status.get("submitted_at"))
-                if age < GONE_GRACE_S:
-                    continue  # just submitted: accounting may lag
-                reason, retryable, slurm_state = ("its job left the Slurm queue without a result, and Slurm has "
-                                                  "no record of how it ended"), True, "UNKNOWN"
-            else:
-                slurm_state = info["state"].split()[0]
-                if slurm_state in SQUEUE_ALIVE:
-                    continue  # squeue missed it by a hair; next time
-                reason, retryable = FINAL_REASONS.get(slurm_state, (f"Slurm state {slurm_state}", True))
-                detail = self._job_log_hint(campaign, job_id)
-                if detail:
-                    reason, retryable = detail, False
-                elif info.get("exit_code") and slurm_state in ("FAILED", "COMPLETED"):
-                    reason += f" (exit code {info['exit_code']})"
-                if slurm_state == "NODE_FAIL" and info.get("nodes"):
-                    reason += f" (node {info['nodes']})"
-            fields = {"slurm_state": slurm_state, "job_id": job_id}
+            reason, retryable = FINAL_REASONS.get(slurm_state, (f"Slurm state {slurm_state}", True))
+            detail = self._job_log_hint(campaign, job_id)
+            if detail:
+                reason, retryable = detail, False
+            elif info.get("exit_code") and slurm_state in ("FAILED", "COMPLETED"):
+                reason += f" (exit code {info['exit_code']})"
+            if slurm_state == "NODE_FAIL" and info.get("nodes"):
+                reason += f" (node {info['nodes']})"
+            fields = {"slurm_state": slurm_state}
             if slurm_state == "TIMEOUT":
                 fields["timed_out"] = True
             if slurm_state == "CANCELLED":
                 fields["cancelled"] = True
-            update_status(campaign.cell_dir(cell_id), "failed", reason=reason, **fields)
-            if retry and retryable and status.get("attempts", 1) <= self.options.max_retries:
-                retry_cells.append(cell_id)
-        if retry_cells:
-            self._retry(campaign, [c for c in cells if c.id in retry_cells])
+            out[job_id] = JobState(alive=False, reason=reason, retryable=retryable, fields=fields,
+                                   ended_at=_epoch(info.get("end")))
+        return out  # a job neither knows is absent: the core's grace rule decides
 
-    def _retry(self, campaign, cells: list) -> None:
-        """Our retries (Slurm's requeue is off): same cell id, next attempt, under the campaign lock."""
-        for cell in cells:  # a sweep rerun resumes these whatever happens below
-            update_status(campaign.cell_dir(cell.id), "failed", interrupted=True, retry_pending=True)
-        if campaign.is_locked():
-            return  # a sweep holds the campaign (maybe this very process): it submits them itself
-        try:
-            with campaign.lock():
-                code = code_snapshot(campaign.root)
-                groups = {}
-                for cell in cells:
-                    groups.setdefault(self.signature(cell), []).append(cell)
-                for signature, group in groups.items():
-                    self.submit(campaign, signature, group, code, sys.stderr)
-        except UserError as exc:
-            print(f"warning: could not retry {len(cells)} cell(s): {exc}", file=sys.stderr)
-
-    def _squeue(self, job_ids: set) -> set | None:
-        """Those of these jobs Slurm still has queued or running (array tasks one by one); None if it cannot say.
+    def _squeue(self, job_ids: set) -> set:
+        """Those of these jobs Slurm still has queued or running (array tasks one by one); QueryFailed if it cannot say.
 
         One call, by array (base) job id: a campaign has few arrays, and the cluster's other jobs stay out.
         """
@@ -589,14 +524,7 @@ class SlurmLauncher(Launcher):
         if out.returncode != 0 and "invalid job id" in out.stderr.lower():
             out = subprocess.CompletedProcess(out.args, 0, "", "")  # none of them is known any more
         if out.returncode != 0:
-            now = time.monotonic()
-            self._scheduler_down_since = self._scheduler_down_since or now
-            if now - self._scheduler_down_since > SCHEDULER_DOWN_LIMIT_S:
-                raise UserError(f"Slurm has not answered for {now - self._scheduler_down_since:.0f} s: "
-                                f"{out.stderr.strip()}", ["the campaign's jobs cannot be followed; retry later"])
-            print(f"warning: squeue failed ({out.stderr.strip()}); cell states not refreshed", file=sys.stderr)
-            return None
-        self._scheduler_down_since = None
+            raise QueryFailed(f"squeue failed ({out.stderr.strip()})")
         alive = set()
         for line in out.stdout.splitlines():
             job, _, state = line.partition("|")
@@ -605,24 +533,24 @@ class SlurmLauncher(Launcher):
         return alive
 
     def _final_states(self, job_ids: set) -> dict:
-        """{job id: {state, exit_code, nodes}} for ended jobs: sacct, else scontrol (jobs within MinJobAge)."""
+        """{job id: {state, exit_code, nodes, end}} for ended jobs: sacct, else scontrol (jobs within MinJobAge)."""
         bases = sorted({base_job_id(j) for j in job_ids})
         result = {}
-        out = run_command(["sacct", "-n", "-X", "-P", "-o", "JobID,State,ExitCode,NodeList", "-j", ",".join(bases)],
-                          timeout=120)
+        out = run_command(["sacct", "-n", "-X", "-P", "-o", "JobID,State,ExitCode,NodeList,End",
+                           "-j", ",".join(bases)], timeout=120)
         if out.returncode == 0:
             for line in out.stdout.splitlines():
                 parts = line.split("|")
                 if len(parts) >= 4 and parts[0] in job_ids:
                     result[parts[0]] = {"state": parts[1], "exit_code": parts[2] if parts[2] != "0:0" else None,
-                                        "nodes": parts[3]}
+                                        "nodes": parts[3], "end": parts[4] if len(parts) > 4 else None}
             return result
         for job_id in sorted(job_ids):  # no accounting: slurmctld still knows jobs that ended recently
             show = run_command(["scontrol", "show", "job", "-o", job_id], timeout=30)
             fields = dict(f.split("=", 1) for f in show.stdout.split() if "=" in f)
             if fields.get("JobState"):
                 result[job_id] = {"state": fields["JobState"], "exit_code": fields.get("ExitCode"),
-                                  "nodes": fields.get("NodeList")}
+                                  "nodes": fields.get("NodeList"), "end": fields.get("EndTime")}
         return result
 
     def _job_log_hint(self, campaign, job_id: str) -> str | None:
@@ -637,55 +565,65 @@ class SlurmLauncher(Launcher):
                 return line.removeprefix("benchmark-tracker: ")
         return None
 
-    def settle(self, campaign, cells: list, timeout_s: float = 60.0) -> None:
-        """After `wait`: let jobs that still write after their cell's final status end (bounded): with
-        energy accounting on, a done cell's job adds Slurm's energy counter; a cell the job itself marked
-        `Terminated` gets its real reason (timeout, scancel) from the job's wrapper a moment later."""
-        accounting = self.site()["energy_accounting"]
-        ids = set()
-        for cell in cells:
-            status = campaign.status(cell.id)
-            if status.get("launcher") != self.name:
-                continue
-            terminated = status["state"] == "failed" and str(status.get("reason", "")).startswith("Terminated")
-            if (status["state"] == "done" and accounting) or terminated:
-                job_id = self.job_id(campaign, status)
-                if job_id:
-                    ids.add(job_id)
-        deadline = time.monotonic() + timeout_s
-        while ids and time.monotonic() < deadline:
-            alive = self._squeue(ids)
-            if alive is None:
-                return
-            ids &= alive
-            if ids:
-                time.sleep(1.0)
-
     # --- cancel ---------------------------------------------------------------------
 
-    def cancel(self, campaign, cells: list) -> None:
-        ids, names = [], set()
-        for cell in cells:
-            status = campaign.status(cell.id)
-            if status.get("launcher") != self.name:
-                continue
-            job_id = self.job_id(campaign, status)
-            if job_id:
-                ids.append(job_id)
-            else:
-                record = self.record(campaign, status.get("submission") or "")
-                if record and record.get("state") == "submitting":
-                    names.add(record["job_name"])  # a sweep is submitting it right now: cancel by name
+    def cancel(self, campaign, job_ids: list) -> None:
+        ids = list(job_ids)
         for start in range(0, len(ids), 500):
             done = run_command(["scancel", *ids[start:start + 500]], timeout=120)
             if done.returncode != 0 and done.stderr.strip():
                 print(f"warning: scancel: {done.stderr.strip()}", file=sys.stderr)
-        for name in sorted(names):
-            run_command(["scancel", "--name", name], timeout=60)
-        for cell in cells:
-            status = campaign.status(cell.id)
-            if status["state"] not in FINAL_STATES:
-                update_status(campaign.cell_dir(cell.id), "failed", reason="cancelled by the user", cancelled=True)
+
+
+class SbatchHung(Exception):
+    """sbatch gave no answer in time."""
+
+
+def _bounded_sbatch(executor, record_path: str, array_size: int | None) -> str:
+    """submitit's submission (sbatch without a time limit of its own), bounded: a hung sbatch is stopped and
+    reported. The first job's id; an array of `array_size` tasks when given."""
+    import threading
+
+    answer = {}
+
+    def submit():
+        try:
+            if array_size:
+                with executor.batch():
+                    jobs = [executor.submit(_task_function(), record_path) for _ in range(array_size)]
+            else:
+                jobs = [executor.submit(_task_function(), record_path)]
+            answer["job_id"] = jobs[0].job_id
+        except Exception as exc:  # noqa: BLE001 - handed to the caller
+            answer["error"] = exc
+
+    timeout = command_timeout_s(120)
+    worker = threading.Thread(target=submit, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        for pid in _children_named("sbatch"):  # stop it: no job can appear from it later
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        raise SbatchHung(f"sbatch gave no answer in {timeout:g} s")
+    if "error" in answer:
+        raise answer["error"]
+    return answer["job_id"]
+
+
+def _children_named(name: str) -> list:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        comm, _, rest = text.partition("(")[2].rpartition(")")
+        if comm == name and int(rest.split()[1]) == os.getpid():
+            out.append(int(stat.parent.name))
+    return out
 
 
 def _maybe_alive(record: dict) -> bool:
@@ -703,15 +641,14 @@ def _maybe_alive(record: dict) -> bool:
     return True
 
 
-def _epoch(iso: str | None) -> float:
-    if not iso:
-        return 0.0
+def _epoch(text: str | None) -> float | None:
+    """Slurm's local-time stamps (2026-12-02T01:02:03); None when unknown (Unknown, None, empty)."""
     from datetime import datetime
 
     try:
-        return datetime.fromisoformat(iso).timestamp()
+        return datetime.fromisoformat(text).timestamp() if text else None
     except ValueError:
-        return 0.0
+        return None
 
 
 def _task_function():

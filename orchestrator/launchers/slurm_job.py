@@ -5,30 +5,25 @@ job from the campaign's frozen copy of the code (PYTHONPATH, set by the job
 script). It uses the standard library and jobs.records only.
 
 One task = one cell. The task reads its submission record (which cells, in
-array order), picks its cell from SLURM_ARRAY_TASK_ID, and runs
-`python -m jobs.run <cell folder>` as a child process with the cell's own
-log (job.log). The child writes running/done/failed; this wrapper survives it
-and writes what the child could not: a kill (SIGKILL, out of memory) before
-any result, a time limit or a cancel made precise from Slurm's own state, and
-Slurm's energy counter for the job when the site has energy accounting.
+array order), picks its cell from SLURM_ARRAY_TASK_ID, and runs the guard
+(`python -m jobs.guard <cell folder>`, the same guard as every launcher) with
+the cell's own log (job.log). What is Slurm's own stays here and is handed to the
+guard by name: `explain_signal` (a time limit or a scancel, from Slurm's state)
+and the `energy` post-step (Slurm's energy counter, when the site collects it).
 """
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from jobs.records import (FINAL_STATES, LOG_FILE, RESULT_FILE, atomic_write_json, describe_exit, log_tail,
-                          read_json, read_status, update_status)
+from jobs.records import FINAL_STATES, LOG_FILE, RESULT_FILE, atomic_write_json, read_json, read_status
 
-
-def _ignore_signals() -> None:
-    # SIGTERM (scancel, time limit) is the child's to record; USR2 is submitit's early time-out warning,
-    # whose default action would kill the child without a word.
-    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+MODULE = "orchestrator.launchers.slurm_job"  # named on the guard's command line, never imported by it
 
 
 def _slurm(*args: str, timeout: float = 10) -> str:
@@ -65,15 +60,6 @@ def slurm_job_state() -> str:
     return ""
 
 
-_EARLY_STATE: list = []
-
-
-def _on_sigterm(signum, frame) -> None:
-    """Ask Slurm why at once, while the child is still writing its failure (KillWait runs)."""
-    if not _EARLY_STATE:
-        _EARLY_STATE.append(slurm_job_state())
-
-
 def step_energy_joules() -> float | None:
     """Slurm's energy counter for this job's step (sstat ConsumedEnergyRaw), when the site collects it."""
     step = f"{os.environ.get('SLURM_JOB_ID', '')}.{os.environ.get('SLURM_STEP_ID', '0')}"
@@ -107,64 +93,95 @@ def add_energy_source(cell_dir: Path, joules: float, scope: str) -> None:
     atomic_write_json(path, result)
 
 
+def explain_signal(signum: int) -> dict | None:
+    """The guard's explainer (`--explain orchestrator.launchers.slurm_job`): what Slurm meant by a signal.
+
+    Asked at once, while the job is still being stopped (KillWait runs): later the job is gone from view.
+    """
+    limit = os.environ.get("BENCHMARK_TRACKER_TIME_LIMIT_MIN")
+    limit = f" of {limit} min" if limit else ""
+    if signum == signal.SIGUSR2:  # submitit's --signal=USR2@<delay>: the time limit is near
+        return {"timed_out": True, "reason": f"timeout: near its Slurm time limit{limit} (Slurm's warning signal); "
+                                             "the job was stopped"}
+    state = slurm_job_state()
+    if state == "TIMEOUT":
+        return {"timed_out": True, "slurm_state": state,
+                "reason": f"timeout: over its Slurm time limit{limit}; the job was stopped"}
+    if state.startswith("CANCELLED"):
+        return {"cancelled": True, "slurm_state": state, "reason": "cancelled (scancel) while running"}
+    if state == "PREEMPTED":
+        return {"slurm_state": state, "retryable": True, "reason": "preempted by Slurm while running"}
+    return None
+
+
+def energy_step(cell_dir: Path) -> int:
+    """The guard's post-step (`--post "orchestrator.launchers.slurm_job energy <cell>"`): Slurm's energy counter
+    for this job step, added to result.json as one more labelled source, before the guard writes `done`."""
+    joules = step_energy_joules()
+    if joules is None:
+        print("[slurm] no energy counter for this step (sstat gave none)", file=sys.stderr)
+        return 0
+    try:
+        add_energy_source(cell_dir, joules, f"job {job_id_from_env()} step {os.environ.get('SLURM_STEP_ID', '0')}")
+    except (OSError, ValueError) as exc:
+        print(f"[slurm] could not add Slurm energy: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def guard_command(python: str, cell_dir: Path, energy_accounting: bool) -> list:
+    """The guard's command line for one cell on a Slurm node (the explainer and the energy step are ours)."""
+    command = [python, "-m", "jobs.guard", str(cell_dir), "--explain", MODULE]
+    if energy_accounting:
+        command += ["--post", f"{MODULE} energy {shlex.quote(str(cell_dir))}"]
+    return command
+
+
 def run_task(submission_file: str) -> int:
-    """Entry point of one submitit task (one cell)."""
-    _ignore_signals()
-    signal.signal(signal.SIGTERM, _on_sigterm)  # the child records it; we stay to write what it cannot
+    """Entry point of one submitit task (one cell): pick the cell, hand it to the guard, wait for it.
+
+    The guard (jobs.guard) owns the cell from here: the timeout, the signals Slurm sends (with their reason,
+    through explain_signal), the energy post-step and the final status. This task writes nothing.
+    """
+    # Slurm signals every process of the step; the guard acts on them, this task only waits for the guard.
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     submission = read_json(Path(submission_file))
     index = int(os.environ.get("SLURM_ARRAY_TASK_ID") or 0)
     cell_dir = Path(submission["cells_root"]) / submission["cells"][index]
-    python = submission["python"]
     status = read_status(cell_dir)
     if status["state"] in FINAL_STATES or status.get("submission") != submission["token"]:
         print(f"[slurm] cell {cell_dir.name} is {status['state']} (submission {status.get('submission')}): "
               "not running it", file=sys.stderr)
         return 0  # cancelled before it started, or superseded by a later submission
-    update_status(cell_dir, "running", job_id=job_id_from_env(), host=os.uname().nodename)
     env = dict(os.environ, PYTHONUNBUFFERED="1", BENCHMARK_TRACKER_JOB_ID=job_id_from_env(),
+               BENCHMARK_TRACKER_TIME_LIMIT_MIN=str(submission.get("time_limit_min") or ""),
                PYTHONPATH=os.pathsep.join(filter(None, [submission["code"], os.environ.get("PYTHONPATH")])))
     with open(cell_dir / LOG_FILE, "ab") as log:
         log.write(f"[slurm] job {job_id_from_env()} on {os.uname().nodename}, submission "
                   f"{submission['token']} task {index}\n".encode())
         log.flush()
-        child = subprocess.Popen([python, "-m", "jobs.run", str(cell_dir)], cwd=cell_dir, env=env, stdout=log,
-                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_child_signals)
-        while True:
-            try:
-                returncode = child.wait()
-                break
-            except InterruptedError:  # pragma: no cover - PEP 475 retries, kept for clarity
-                continue
-    status = read_status(cell_dir)
-    terminated = status["state"] == "failed" and str(status.get("reason", "")).startswith("Terminated")
-    if status["state"] not in FINAL_STATES or terminated:
-        state = (_EARLY_STATE[0] if _EARLY_STATE and _EARLY_STATE[0] else "") or slurm_job_state()
-        if state == "TIMEOUT":
-            update_status(cell_dir, "failed", timed_out=True, exit_code=returncode, slurm_state=state,
-                          reason=f"timeout: over its Slurm time limit of {submission.get('time_limit_min')} min; "
-                                 "the job was stopped")
-        elif state.startswith("CANCELLED"):
-            update_status(cell_dir, "failed", cancelled=True, exit_code=returncode, slurm_state=state,
-                          reason="cancelled (scancel) while running")
-        elif status["state"] not in FINAL_STATES:
-            update_status(cell_dir, "failed", exit_code=returncode, log_tail=log_tail(cell_dir / LOG_FILE),
-                          reason=f"{describe_exit(returncode)} before writing a result",
-                          slurm_job_id=job_id_from_env())
-    elif status["state"] == "done" and submission.get("energy_accounting"):
-        joules = step_energy_joules()
-        if joules is not None:
-            try:
-                add_energy_source(cell_dir, joules, f"job {job_id_from_env()} step 0")
-            except (OSError, ValueError) as exc:
-                print(f"[slurm] could not add Slurm energy: {exc}", file=sys.stderr)
-    return returncode
+        guard = subprocess.Popen(guard_command(submission["python"], cell_dir, submission.get("energy_accounting")),
+                                 cwd=cell_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, preexec_fn=_default_signals)
+    return guard.wait()
 
 
-def _child_signals() -> None:
-    # The child gets default SIGTERM handling back (jobs.run installs its own) and ignores USR2.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+def _default_signals() -> None:
+    # The guard installs its own handlers; it must not inherit this task's "ignore".
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
 
 
-if __name__ == "__main__":  # manual use: python -m orchestrator.launchers.slurm_job <submission file>
-    sys.exit(run_task(sys.argv[1]))
+def main(argv: list) -> int:
+    if len(argv) == 2 and argv[0] == "energy":
+        return energy_step(Path(argv[1]))
+    if len(argv) == 1:  # manual use: python -m orchestrator.launchers.slurm_job <submission file>
+        return run_task(argv[0])
+    print("usage: python -m orchestrator.launchers.slurm_job energy <cell folder> | <submission file>",
+          file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -156,3 +156,22 @@ def test_a_job_whose_sweep_was_killed_keeps_its_timeout_through_its_guard(sweep_
     assert status.get("timed_out") is True, status
     assert status["reason"].startswith("timed out after 25 s")
     assert not alive(pid)
+
+
+def test_a_local_job_whose_guard_died_is_retried_as_the_next_attempt(sweep_file, tmp_path, host_lock):
+    sweep = sweep_file(tiny_sweep("retried", phases="[inference]", iterations=5) + "max_retries: 1\n")
+    out = tmp_path / "results"
+    campaign = out / "retried"
+    cli = start_cli("sweep", sweep, "--output", out)
+    cell_id, pid = wait_for(lambda: running(campaign), what="a running cell")
+    guard = int(json.loads((campaign / "cells" / cell_id / "job.json").read_text())["job_id"].split("@")[0])
+    os.kill(guard, signal.SIGKILL)  # the guard itself dies (an OOM killer's pick): no final status from it
+    _, err = cli.communicate(timeout=300)
+    assert cli.returncode == 0, err
+    assert "retrying (its guard killed by SIGKILL before writing a final status), attempt 2 of 2" in err
+    status = statuses(campaign)[cell_id]
+    assert status["state"] == "done" and status["attempts"] == 2
+    assert status["history"][-1]["reason"] == "its guard killed by SIGKILL before writing a final status"
+    assert not alive(pid)  # the first attempt's measurement went with its guard
+    folder = campaign / "cells" / cell_id
+    assert json.loads((folder / "attempts" / "1" / "job.json").read_text())["job_id"] == f"{guard}@{os.uname()[1]}"

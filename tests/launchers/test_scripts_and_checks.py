@@ -54,7 +54,7 @@ def test_the_generated_sbatch_script_keeps_every_directive_before_the_first_comm
     lines = script.splitlines()
     first_command = next(i for i, line in enumerate(lines[1:], 1) if line and not line.startswith("#"))
     directives = [line for line in lines[:first_command] if line.startswith("#SBATCH")]
-    assert {"#SBATCH --no-requeue", "#SBATCH --time=5", "#SBATCH --partition=debug", "#SBATCH --job-name=bt-x"} \
+    assert {"#SBATCH --no-requeue", "#SBATCH --time=7", "#SBATCH --partition=debug", "#SBATCH --job-name=bt-x"} \
         <= set(directives)
     assert not any(line.startswith("#SBATCH") for line in lines[first_command:])
 

@@ -77,3 +77,38 @@ def test_a_hung_squeue_is_bounded_reported_and_judges_nothing(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "warning: squeue failed (squeue: no answer in 2 s); cell states not refreshed" in done.stderr
     assert done.stdout.strip() == "slurm-local: 1 submitted"  # not judged on a query that got no answer
+
+
+def test_a_hung_sbatch_is_bounded_reported_and_its_cells_resume(tmp_path):
+    # sbatch answers --test-only (the check before anything is written), then hangs on the real submission.
+    catalog = ROOT / "tests" / "clusters" / "slurm" / "node_types.yaml"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scripts = {"sbatch": 'case "$1" in --test-only) echo "sbatch: Job 1 to start at now" >&2; exit 0;; esac\n'
+                         "exec sleep 300\n",
+               "srun": "exit 0\n", "scontrol": "echo 'MaxArraySize = 1001'\n",
+               "squeue": "exit 0\n", "sacct": "exit 0\n"}  # nothing of that name reached Slurm
+    for name, body in scripts.items():
+        (bin_dir / name).write_text("#!/bin/sh\n" + body)
+        (bin_dir / name).chmod(0o755)
+    sweep = tmp_path / "slurm.yaml"
+    sweep.write_text(tiny_sweep("hungsbatch", phases="[inference]", node_type="slurm-local", launcher="slurm"))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PATH=f"{bin_dir}:{os.environ['PATH']}",
+               BENCHMARK_TRACKER_SCHEDULER_TIMEOUT_S="2", BENCHMARK_TRACKER_NODE_TYPES=str(catalog))
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "orchestrator.cli", *map(str, args)], capture_output=True,
+                              text=True, timeout=120, env=env, cwd=ROOT)
+
+    started = time.monotonic()
+    done = cli("sweep", sweep, "--output", tmp_path / "out")
+    assert time.monotonic() - started < 40
+    assert done.returncode == 1, done.stderr
+    assert "Slurm is unreachable: sbatch gave no answer in 2 s" in done.stderr and "Traceback" not in done.stderr
+    assert "submitted" not in done.stdout
+    campaign = tmp_path / "out" / "hungsbatch"
+    status = cli("status", "-v", campaign)  # the submission never reached Slurm: its cell resumes
+    assert status.returncode == 1, status.stderr
+    assert "its submission was interrupted before it reached slurm" in status.stdout
+    [state] = [json.loads(p.read_text()) for p in campaign.glob("cells/*/status.json")]
+    assert state["state"] == "failed" and state["interrupted"] is True  # a plain rerun submits it again
