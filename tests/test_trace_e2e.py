@@ -60,6 +60,12 @@ def test_every_done_cell_of_a_tiny_sweep_carries_its_evidence(sweep_file, tmp_pa
                                 "measurable": False, "waited_s": 0.0}
             assert any(n.startswith("cooldown: not measurable (no sensor)") for n in energy["notes"])
         assert energy["warnings"] == []
+    # collect exports the traces of every done cell in one table.
+    from orchestrator.cli import main
+
+    assert main(["collect", str(tmp_path / "results" / "evidence"), "--traces"]) == 0
+    exported = pq.read_table(tmp_path / "results" / "evidence" / "traces.parquet").to_pydict()
+    assert set(exported["cell_id"]) == {c.name for c in cells} and any(exported["in_window"])
 
 
 def test_knob_axes_expand_and_a_refused_knob_fails_its_cell_with_the_reason(sweep_file, tmp_path):
