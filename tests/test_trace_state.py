@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -146,8 +147,6 @@ class _Meters:
 
 
 def _idle_record(campaign, cpu_c=45.0, gpu_c=40.0):
-    import socket
-
     state = {"temperatures_c": {"thermal_zone0:x86_pkg_temp": cpu_c}, "gpus": [{"index": 0, "temperature_c": gpu_c}]}
     (campaign / "idle").mkdir(parents=True)
     (campaign / "idle" / f"{socket.gethostname()}.json").write_text(json.dumps({"state": state}))
@@ -201,6 +200,12 @@ def test_cooldown_without_a_sensor_or_a_baseline_proceeds_and_says_why(sysfs, tm
                                             for n in energy["notes"])
     first = _evidence(sysfs).cool_down(tmp_path / "no-campaign-yet")  # the first cell on a host measures the baseline
     assert first["status"] == "no idle baseline yet" and first["start_c"]["thermal_zone0:x86_pkg_temp"] == 47.0
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "idle").mkdir()
+    (tmp_path / "other" / "idle" / f"{socket.gethostname()}.json").write_text(
+        json.dumps({"state": {"gpus": [{"index": 0, "temperature_c": 35}]}}))  # the baseline saw a GPU only
+    unlike = _evidence(sysfs).cool_down(tmp_path / "other")
+    assert unlike["status"] == "not measurable (no sensor in common with the idle baseline)" and not unlike["measurable"]
     not_asked = CellEvidence({"energy": {}, "params": {}}, _Meters(), sys_root=sysfs)
     assert not_asked.cool_down(tmp_path / "campaign") is None and "cooldown" not in _into(not_asked, tmp_path)
 

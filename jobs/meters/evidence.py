@@ -77,8 +77,9 @@ class CellEvidence:
         else:
             waited = wait_until_cool(baseline, band, max_s, read=read, poll_s=poll_s)
             if waited["cooled"] is None:  # sensors, but none the baseline recorded
-                record.update(status=waited["reason"], measurable=False, waited_s=0.0, baseline_c=baseline)
-                self.notes.append(f"cooldown: {waited['reason']}: this node's sensors are not the idle baseline's")
+                status = "not measurable (no sensor in common with the idle baseline)"
+                record.update(status=status, measurable=False, waited_s=0.0, baseline_c=baseline)
+                self.notes.append(f"cooldown: {status}; the window started without a temperature check")
             else:
                 record.update(status="cooled" if waited["cooled"] else "band not reached", measurable=True,
                               baseline_c={k: baseline[k] for k in waited["start_c"]}, start_c=waited["start_c"],
