@@ -201,6 +201,23 @@ def evidence_groups(data: CampaignData, include_invalid: bool = False) -> list:
     return rows
 
 
+def cell_systematic(rec: dict) -> str:
+    """One cell's J/sample with its source's systematic 95 % interval (log scale, 1.96 x the 1-sigma term)."""
+    import math
+
+    from orchestrator.intervals import Z
+    from orchestrator.tables import fmt, fmt_ci
+
+    value, rel = pd.to_numeric(pd.Series([rec.get("energy_per_sample_j"), rec.get("energy_systematic_rel")]),
+                               errors="coerce")
+    if value != value or value <= 0:
+        return "–"
+    if rel != rel:
+        return f"{fmt(value)} (no systematic term)"
+    half = Z * float(rel)
+    return fmt_ci(value, value * math.exp(-half), value * math.exp(half))
+
+
 def evidence_cells(data: CampaignData, traces: set) -> tuple:
     """(rows, counts, left over): each done cell's gate verdict and reasons, invalid cells first."""
     done = _done(data.results)
@@ -214,7 +231,7 @@ def evidence_cells(data: CampaignData, traces: set) -> tuple:
         sources = "; ".join(f"{d} {source_label(rec.get(f'energy_{d}_source'))}" for d in DOMAINS
                             if isinstance(rec.get(f"energy_{d}_source"), str) and rec.get(f"energy_{d}_source"))
         repetition = rec.get("repetition")
-        rows.append({"cell_id": cell_id, "verdict": word,
+        rows.append({"cell_id": cell_id, "verdict": word, "per_sample": cell_systematic(rec),
                      "cell": f"{rec.get('test')} {rec.get('subtest')} {rec.get('phase')}, {rec.get('node_type')}"
                              + (f", rep {int(repetition)}" if isinstance(repetition, (int, float))
                                 and repetition == repetition else ""),

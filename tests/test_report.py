@@ -1,6 +1,7 @@
 """The HTML report: one self-contained file with tables, inline figures and provenance."""
 from __future__ import annotations
 
+import math
 import re
 from html import escape
 
@@ -106,6 +107,12 @@ def test_the_report_shows_each_cells_gate_verdict_and_the_systematic_plus_minus(
     assert cells.index('class="verdict-invalid"') == first and escape(INVALID_REASON) in cells
     assert f'href="#fig-trace_{INVALID_CELL}"' in cells and f'id="fig-trace_{INVALID_CELL}"' in html
     assert "(energy invalid)" in html  # the trace figure's title says what the gate found
+    # Each cell's own J/sample with its source's systematic 95 % interval (1.96 x 82 %, log scale).
+    per_sample = 110.0 / syn.SAMPLES["inference"]  # mobilenet_v2 inference rep 1
+    half = 1.959964 * 0.82
+    expected = fmt_ci(per_sample, per_sample * math.exp(-half), per_sample * math.exp(half))
+    row = cells[cells.index("mobilenet_v2-inference-alpha-1"):]
+    assert expected in row[:row.index("</tr>")] and "[" in expected
     # Per group: the invalid cell counted and left out, the ± with the systematic term beside the CI.
     groups = _section(html, "evidence-groups")
     stats = load_campaign(report.html.parent.parent).stats
