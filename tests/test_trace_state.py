@@ -91,7 +91,8 @@ def test_load_before_warns_about_another_tenant_and_strict_refuses(foreign_busy_
     assert foreign_busy_process in [p["pid"] for p in record["busy_processes"]]
     assert record["warnings"] and "other process(es) using cores" in record["warnings"][0]
     with pytest.raises(LoadRefused, match="refusing to measure on a busy node"):
-        load_before(interval_s=0.3, busy_cpu_percent=30, strict=True)
+        # A lower bar than above: on a shared 2-core machine the busy loop may get less than 30 % of a core.
+        load_before(interval_s=0.5, busy_cpu_percent=10, strict=True)
 
 
 def test_load_before_lists_foreign_gpu_processes():
