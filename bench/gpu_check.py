@@ -311,7 +311,8 @@ def write_report(path: Path, rows: list, failures: list, args, limit: dict | Non
         gate = "valid" if ev["gate_valid"] else f"invalid: {'; '.join(ev['gate_reasons'] or [])}"
         lines.append(f"| {r['label']} | {ev['trace_rows']} ({per_source}) | {ev.get('trace_gpu_temperature_c') or '-'} "
                      f"| {ev.get('trace_throttle_masks') or '-'} | {gate} | {_edges(ev, 'temperature_c')} | "
-                     f"{_edges(ev, 'sm_clock_mhz')} | {_edges(ev, 'memory_clock_mhz')} | {_edges(ev, 'power_limit_w')} |")
+                     f"{_edges(ev, 'sm_clock_mhz')} | {_edges(ev, 'memory_clock_mhz')} | "
+                     f"{_edges(ev, 'power_limit_w')} |")
     if limit is not None:
         lines += ["", f"## Power limit: set to {args.power_limit_fraction:.0%} of the current one, then restored", ""]
         lines.append(f"Before: {limit['before']}; target: {limit['target_w']} W; after the cell: {limit['after']}.")
