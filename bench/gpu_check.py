@@ -12,7 +12,17 @@ Two steps:
          on the GPU (placement probe, and utilisation during the window) and that the counter and
          the polled power agree within --tolerance, and writes the comparison (date, GPU, driver,
          numbers) to --out. Exit 1 if a check fails.
-`run --cpu` does the same without a GPU (no GPU promised, no GPU checks): how it is tested here.
+         The evidence (#14), per cell, from its result.json: the power trace (trace.parquet: rows
+         per source, GPU temperature and throttle reasons in the window), the validity gate's
+         verdict, and the machine state at both window edges (GPU temperature, SM/memory clocks,
+         power limit); a cell without a trace or a verdict fails the check. Then one more cell
+         sets the power limit to --power-limit-fraction (80 %) of the current one through the
+         matrix knob `gpu_power_limit_w` (NVML, needs root): the job reads it back, runs, and
+         restores it; this script reads NVML again afterwards to confirm the restore. Where the
+         limit may not be set (no root, a GPU without a settable limit) the refusal's reason is
+         written down and is not a failure.
+`run --cpu` does the same without a GPU (no GPU promised, no GPU checks; the power-limit cell is
+refused, no NVIDIA GPU): how it is tested here.
 """
 from __future__ import annotations
 
@@ -101,11 +111,88 @@ def gpu_identity() -> dict:
         return {"gpu": None, "driver": None}
 
 
-def cell(root: Path, backend: str, case: tuple, args) -> Path:
+def power_limit_now() -> dict:
+    """GPU 0's power limit, its settable range and the enforced limit (W), or {"error": why}, read now."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        low, high = pynvml.nvmlDeviceGetPowerManagementLimitConstraints(handle)
+        return {"limit_w": pynvml.nvmlDeviceGetPowerManagementLimit(handle) / 1000.0,
+                "enforced_w": pynvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000.0,
+                "min_w": low / 1000.0, "max_w": high / 1000.0}
+    except Exception as exc:  # noqa: BLE001 - no GPU, or a GPU without a settable limit
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def evidence(folder: Path, result: dict) -> dict:
+    """What the job recorded as evidence (#14): trace, gate verdict, GPU state at both window edges."""
+    import pyarrow.parquet as pq
+
+    trace_meta, energy, state = result.get("trace") or {}, result.get("energy") or {}, result.get("state") or {}
+    out = {"trace_rows": None, "trace_sources": {}, "gate_valid": energy.get("valid"),
+           "gate_reasons": energy.get("invalid_reasons"), "gpu_edges": {}}
+    path = folder / str(trace_meta.get("file", "trace.parquet"))
+    if path.is_file():
+        table = pq.read_table(path).to_pydict()
+        out["trace_rows"] = len(table["t_unix"])
+        for source in table["source"]:
+            out["trace_sources"][source] = out["trace_sources"].get(source, 0) + 1
+        window = result["window"]
+        inside = [i for i, t in enumerate(table["t_unix"]) if window["start_unix"] <= t <= window["end_unix"]]
+        temps = [t for t in (table["temperature_c"][i] for i in inside) if t is not None and t == t]
+        out["trace_gpu_temperature_c"] = [min(temps), max(temps)] if temps else None
+        reasons = {table["throttle_reasons"][i] for i in inside if table["throttle_reasons"][i] is not None}
+        out["trace_throttle_masks"] = sorted(reasons)
+    for edge in ("start", "end"):
+        gpus = (state.get(edge) or {}).get("gpus") or []
+        if gpus:
+            g = gpus[0]
+            out["gpu_edges"][edge] = {k: g.get(k) for k in ("temperature_c", "sm_clock_mhz", "memory_clock_mhz",
+                                                           "power_limit_w", "enforced_power_limit_w", "pstate",
+                                                           "throttle_names")}
+    return out
+
+
+def power_limit_cell(root: Path, backend: str, args, env: dict) -> dict:
+    """Set GPU 0's power limit to a fraction of the current one for one cell; check read-back and restore."""
+    before = power_limit_now()
+    target = None
+    if "limit_w" in before:
+        target = max(before["min_w"], round(before["limit_w"] * args.power_limit_fraction))
+    folder = cell(root, backend, CASES[0], args, knob_w=target if target is not None else 100.0, suffix="-power-limit")
+    subprocess.run([sys.executable, "-m", "jobs.run", str(folder)], env=env, cwd=ROOT, capture_output=True,
+                   text=True, timeout=args.cell_timeout_s)
+    result = json.loads((folder / "result.json").read_text())
+    after = power_limit_now()
+    record = {"before": before, "target_w": target, "after": after, "status": result.get("status")}
+    if result.get("status") == "done":
+        knob = (result.get("knobs") or {}).get("gpu_power_limit_w", {})
+        record.update(knob=knob, evidence=evidence(folder, result),
+                      throughput=result["window"]["throughput_samples_per_s"], total_j=result["energy"]["total_joules"])
+        applied = list((knob.get("applied") or {}).values())
+        restored = list((knob.get("restored") or {}).values())
+        record["applied_ok"] = bool(applied) and all(abs(v - target) <= 1.0 for v in applied)
+        record["restored_ok"] = (bool(restored) and "limit_w" in before and "limit_w" in after
+                                 and all(abs(v - before["limit_w"]) <= 1.0 for v in restored)
+                                 and abs(after["limit_w"] - before["limit_w"]) <= 1.0)
+    else:
+        message = (result.get("error") or {}).get("message", "")
+        record["refused"] = message if "KnobRefused" in (result.get("error") or {}).get("type", "") or \
+            "gpu_power_limit_w" in message else None
+        record["error"] = message
+        # Refused before anything changed, or failed after: either way the limit must be what it was.
+        record["restored_ok"] = "limit_w" not in before or (
+            "limit_w" in after and abs(after["limit_w"] - before["limit_w"]) <= 1.0)
+    return record
+
+
+def cell(root: Path, backend: str, case: tuple, args, knob_w: float | None = None, suffix: str = "") -> Path:
     test, subtest, phase, shape, batch = case
     if args.cpu:
         shape, batch = TINY[test]
-    cid = f"{backend}-{test}-{phase}"
+    cid = f"{backend}-{test}-{phase}{suffix}"
     params = {"test": test, "subtest": subtest, "phase": phase, "node_type": "gpu-check", "backend": backend,
               "repetition": 0, "task": "classification" if test == "mobilenet_v2" else "enhancement",
               "batch_size": batch, "input_shape": shape, "precision": "fp32", "execution": None,
@@ -113,13 +200,15 @@ def cell(root: Path, backend: str, case: tuple, args) -> Path:
     from jobs.backends import get_backend
 
     params["execution"] = get_backend(backend).default_execution
+    if knob_w is not None:
+        params["gpu_power_limit_w"] = knob_w  # the matrix knob (#14): set by the job, read back, restored
     folder = root / "cells" / cid
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "cell.json").write_text(json.dumps({
         "id": cid, "campaign": "gpu-check", "params": params,
         "energy": {"pue": 1.0, "carbon_intensity_g_per_kwh": 56.039, "country_iso_code": "FRA",
                    "idle_s": args.idle_s, "idle_reuse_s": 3600, "min_window_node_s": 60, "min_window_gpu_s": 10,
-                   "nvml_poll_hz": 20},
+                   "nvml_poll_hz": 20, "trace_period_s": 0.1, "trace_margin_s": 1.0},
         "node": {"name": "gpu-check", "gpu_count": 0 if args.cpu else 1}}))
     return folder
 
@@ -153,25 +242,47 @@ def run(args) -> int:
                        "gpu_sources": sources, "utilisation": utilisation,
                        "idle_w": None if gpu is None else gpu.get("idle_w"),
                        "total_j": energy["total_joules"], "kind": energy["total_kind"],
-                       "cpu_source": energy["domains"].get("cpu", {}).get("source")}
+                       "cpu_source": energy["domains"].get("cpu", {}).get("source"),
+                       "evidence": evidence(folder, result)}
                 rows.append(row)
+                if not row["evidence"]["trace_rows"] or row["evidence"]["gate_valid"] is None:
+                    failures.append(f"{label}: no power trace or no gate verdict in the result")
                 if not args.cpu:
                     if "cuda" not in str(row["device"]).lower() and "gpu" not in str(row["device"]).lower():
                         failures.append(f"{label}: the window ran on {row['device']}, not the GPU")
                     if utilisation is None or utilisation < args.min_utilisation:
                         failures.append(f"{label}: NVML utilisation {utilisation} % during the window")
+                    if not any(k.startswith("nvml") for k in row["evidence"]["trace_sources"]):
+                        failures.append(f"{label}: the trace holds no NVML row")
+                    if set(row["evidence"]["gpu_edges"]) != {"start", "end"}:
+                        failures.append(f"{label}: no GPU state (clocks, temperature, power limit) at both edges")
                     counter, polled = sources.get("nvml-counter"), sources.get("nvml-power")
                     if counter and polled and abs(counter - polled) / counter > args.tolerance:
                         failures.append(f"{label}: counter {counter:.1f} J and polled {polled:.1f} J differ by more "
                                         f"than {args.tolerance:.0%}")
                 print(json.dumps(row), flush=True)
-    write_report(Path(args.out), rows, failures, args)
+    limit = None
+    if args.power_limit_fraction:
+        limit = power_limit_cell(root, args.backends[0], args, env)
+        print(json.dumps({"power_limit": limit}), flush=True)
+        if not limit["restored_ok"]:
+            failures.append(f"power limit not restored: before {limit['before']}, after {limit['after']}")
+        if limit["status"] == "done" and not limit.get("applied_ok"):
+            failures.append(f"power limit {limit['target_w']} W not read back as applied: {limit.get('knob')}")
+        if limit["status"] != "done" and not limit.get("refused"):
+            failures.append(f"power-limit cell failed, not refused: {limit.get('error')}")
+    write_report(Path(args.out), rows, failures, args, limit)
     for failure in failures:
         print(f"FAILED: {failure}", file=sys.stderr)
     return 1 if failures else 0
 
 
-def write_report(path: Path, rows: list, failures: list, args) -> None:
+def _edges(ev: dict, key: str, unit: str = "") -> str:
+    start, end = (ev.get("gpu_edges", {}).get(e, {}).get(key) for e in ("start", "end"))
+    return "-" if start is None and end is None else f"{start}→{end}{unit}"
+
+
+def write_report(path: Path, rows: list, failures: list, args, limit: dict | None = None) -> None:
     ident = gpu_identity()
     lines = [f"# GPU check: JAX and PyTorch on {ident['gpu'] or 'no GPU (CPU run: mechanics only)'}", "",
              f"Date (UTC): {datetime.now(timezone.utc).isoformat(timespec='seconds')}; driver: {ident['driver']}; "
@@ -189,6 +300,32 @@ def write_report(path: Path, rows: list, failures: list, args) -> None:
         idle = "-" if r["idle_w"] is None else f"{r['idle_w']:.1f}"
         lines.append(f"| {r['label']} | {r['device']} | {r['execution']} | {r['throughput']:.2f} | {r['iterations']} "
                      f"| {sources} | {idle} | {util} | {r['total_j']:.1f} ({r['kind']}) |")
+    lines += ["", "## Evidence (#14): trace, gate, GPU state at the window's edges (start→end)", "",
+              "| cell | trace rows (per source) | GPU °C in window (trace) | throttle masks | gate | "
+              "GPU °C | SM MHz | memory MHz | power limit W |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["status"] != "done":
+            continue
+        ev = r["evidence"]
+        per_source = ", ".join(f"{k} {v}" for k, v in sorted(ev["trace_sources"].items())) or "-"
+        gate = "valid" if ev["gate_valid"] else f"invalid: {'; '.join(ev['gate_reasons'] or [])}"
+        lines.append(f"| {r['label']} | {ev['trace_rows']} ({per_source}) | {ev.get('trace_gpu_temperature_c') or '-'} "
+                     f"| {ev.get('trace_throttle_masks') or '-'} | {gate} | {_edges(ev, 'temperature_c')} | "
+                     f"{_edges(ev, 'sm_clock_mhz')} | {_edges(ev, 'memory_clock_mhz')} | "
+                     f"{_edges(ev, 'power_limit_w')} |")
+    if limit is not None:
+        lines += ["", f"## Power limit: set to {args.power_limit_fraction:.0%} of the current one, then restored", ""]
+        lines.append(f"Before: {limit['before']}; target: {limit['target_w']} W; after the cell: {limit['after']}.")
+        if limit["status"] == "done":
+            knob = limit.get("knob") or {}
+            lines.append(f"Set and read back: {knob.get('applied')} (ok: {limit.get('applied_ok')}); restored: "
+                         f"{knob.get('restored')} (ok: {limit.get('restored_ok')}); throughput "
+                         f"{limit['throughput']:.2f} samples/s, {limit['total_j']:.1f} J; GPU state at the edges: "
+                         f"power limit {_edges(limit['evidence'], 'power_limit_w')} W, SM clock "
+                         f"{_edges(limit['evidence'], 'sm_clock_mhz')} MHz.")
+        else:
+            lines.append(f"Not set on this machine: {limit.get('refused') or limit.get('error')} "
+                         f"(limit unchanged: {limit['restored_ok']}).")
     lines += ["", f"Counter vs polled tolerance: {args.tolerance:.0%}.",
               "Checks: " + ("all passed." if not failures else "; ".join(failures))]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -211,6 +348,8 @@ def main() -> int:
     p.add_argument("--tolerance", type=float, default=0.05)
     p.add_argument("--min-utilisation", type=float, default=50.0)
     p.add_argument("--cell-timeout-s", type=float, default=150.0)
+    p.add_argument("--power-limit-fraction", type=float, default=0.8,
+                   help="one more cell at this fraction of GPU 0's power limit, restored after (0: skip)")
     p.add_argument("--cpu", action="store_true", help="no GPU: tiny inputs, no GPU promised, no GPU checks")
     args = parser.parse_args()
     if args.verb == "prepare":

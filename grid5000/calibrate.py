@@ -1,13 +1,17 @@
 """Calibration against a wattmeter (Grid'5000 Kwollect): each software meter's ratio to the wall, per node type.
 
     benchmark-tracker calibrate run --node-type sirius [--site lyon] [--repetitions 3] [--window-s 60]
+        [--loads auto|idle,half,full,gpu] [--gpu-backend tensorflow|jax|torch]
         [--metric wattmetre_power_watt] [--store results/calibrations] [--url API] [--wait S]
     benchmark-tracker calibrate apply <campaign folder>... [--store results/calibrations]
 
 `run` (on a reserved node with a wattmeter, whole node, ideally `-t monitor=wattmetre_power_watt`)
-measures, `repetitions` times, three windows: idle, half the cores busy, all cores busy, each with
-the job's own meters (RAPL, NVML, codecarbon) and, afterwards, the node's wattmeter over the same
-window from Kwollect. Per software meter (and for `total`, the per-domain choice result.json
+measures, `repetitions` times, three windows: idle, half the cores busy, all cores busy, and on a
+node with a GPU a fourth, `gpu`: a Keras matmul loop on every visible GPU (`--loads auto`, the
+default; `--loads idle,gpu` picks; asking for `gpu` where NVML sees no GPU, or where the Keras
+backend cannot use one, is refused with the reason before anything is measured). Each window runs
+under the job's own meters (RAPL, NVML, codecarbon) and, afterwards, the node's wattmeter over the
+same window from Kwollect. Per software meter (and for `total`, the per-domain choice result.json
 reports) it stores the ratio software / wattmeter: mean, 95 % t-interval (none from n < 3), per
 load, and the fit wall = a x software + b, with the date, as `<store>/<node type>.json`.
 
@@ -29,8 +33,14 @@ from pathlib import Path
 from jobs.records import CELL_FILE, RESULT_FILE, atomic_write_json, now_iso, read_json
 
 DEFAULT_STORE = Path("results") / "calibrations"
-LOADS = ("idle", "half", "full")
+CPU_LOADS = ("idle", "half", "full")
+LOADS = CPU_LOADS + ("gpu",)
 FORMAT_VERSION = 1
+GPU_MATRIX = 8192  # fp32 matmuls of this size keep any data-centre GPU busy; 256 MiB per operand
+
+
+class GpuLoadRefused(RuntimeError):
+    """A GPU load step was asked for where it cannot run; the message says why."""
 
 
 # --- the loads --------------------------------------------------------------------------
@@ -54,25 +64,113 @@ def run_load(load: str, seconds: float, cores: int | None = None) -> None:
         process.join(timeout=5)
 
 
-def measure_windows(meters, repetitions: int, window_s: float, loads=LOADS, load=run_load) -> list:
-    """Each load `repetitions` times under the software meters: [{load, repetition, window, software}]."""
+def visible_gpus() -> tuple:
+    """(GPU indices NVML sees within CUDA_VISIBLE_DEVICES, why none) on this node."""
+    try:
+        import pynvml
+
+        from jobs.meters.nvml import visible_indices
+
+        pynvml.nvmlInit()
+    except Exception as exc:  # noqa: BLE001 - no driver, no library: no GPU to load
+        return [], f"no NVIDIA GPU on this node (NVML unavailable: {exc})"
+    try:
+        indices = visible_indices(pynvml, pynvml.nvmlDeviceGetCount())
+    except Exception as exc:  # noqa: BLE001
+        return [], f"NVML answered but listed no GPU ({exc})"
+    finally:
+        pynvml.nvmlShutdown()
+    return indices, None if indices else "NVML sees no GPU in CUDA_VISIBLE_DEVICES"
+
+
+def plan(loads: str, repetitions: int, gpus: list, why_no_gpu: str | None = None) -> tuple:
+    """(steps [{repetition, load}], notes): each load once per repetition, repetition-major.
+
+    `loads` is `auto` (the CPU loads, plus `gpu` where there is one) or a comma list of LOADS;
+    an unknown load, or `gpu` without a GPU, raises GpuLoadRefused (bad input: nothing measured).
+    """
+    notes = []
+    if loads == "auto":
+        names = list(CPU_LOADS) + (["gpu"] if gpus else [])
+        if not gpus:
+            notes.append(f"no GPU load step: {why_no_gpu or 'no GPU'}")
+    else:
+        names = [n.strip() for n in loads.split(",") if n.strip()]
+        unknown = [n for n in names if n not in LOADS]
+        if unknown or not names:
+            raise GpuLoadRefused(f"unknown load(s) {', '.join(unknown) or '(none given)'}; loads: {', '.join(LOADS)}")
+        if "gpu" in names and not gpus:
+            raise GpuLoadRefused(f"refusing the gpu load: {why_no_gpu or 'no GPU'}")
+    return [{"repetition": r, "load": n} for r in range(repetitions) for n in names], notes
+
+
+class GpuLoad:
+    """A matmul loop on the visible GPUs through Keras (one backend), synced every few products.
+
+    `prepare()` imports the framework, checks it sees a GPU (else GpuLoadRefused, with the reason),
+    allocates the operands and compiles/warms up outside any window; then `load(seconds)`.
+    """
+
+    def __init__(self, backend: str = "tensorflow", size: int = GPU_MATRIX):
+        self.backend, self.size, self._step = backend, size, None
+
+    def prepare(self) -> dict:
+        from jobs import backends
+
+        backends.select_backend(self.backend)
+        seen = backends.gpus_seen()
+        if not seen:
+            raise GpuLoadRefused(f"refusing the gpu load: Keras' {self.backend} backend sees no GPU (a CPU build "
+                                 "of the framework? see docs/backends.md)")
+        import numpy as np
+        from keras import ops
+
+        rng = np.random.default_rng(0)
+        a = backends.to_device(rng.standard_normal((self.size, self.size), dtype=np.float32) / self.size ** 0.5)
+        b = backends.to_device(rng.standard_normal((self.size, self.size), dtype=np.float32) / self.size ** 0.5)
+        state = {"a": a}
+
+        def step():
+            for _ in range(4):  # normalised products: no overflow however long it runs
+                state["a"] = ops.matmul(state["a"], b)
+            float(ops.convert_to_numpy(state["a"][0, 0]))  # a host read: waits for the queued work
+
+        for _ in range(3):  # compilation and allocation happen here, never in a window
+            step()
+        self._step = step
+        return {"backend": self.backend, "gpus": seen, "matrix": self.size,
+                "device": backends.placement(state["a"])}
+
+    def load(self, seconds: float) -> None:
+        until = time.time() + seconds
+        while time.time() < until:
+            self._step()
+
+
+def measure_windows(meters, repetitions: int, window_s: float, loads=CPU_LOADS, load=run_load,
+                    steps: list | None = None) -> list:
+    """Each load `repetitions` times under the software meters: [{load, repetition, window, software}].
+
+    `steps` (from plan()) replaces loads x repetitions when given.
+    """
     runs = []
-    for repetition in range(repetitions):
-        for name in loads:
-            start = time.time()
-            meters.start()
-            load(name, window_s)
-            energy = meters.stop()
-            end = time.time()
-            software = {"total": sum(d.joules for d in energy.domains.values())}
-            for domain in energy.domains.values():
-                software[domain.via] = software.get(domain.via, 0.0) + domain.joules
-            for alternatives in energy.alternatives.values():
-                for alternative in alternatives:
-                    software[alternative["via"]] = software.get(alternative["via"], 0.0) + alternative["joules"]
-            runs.append({"load": name, "repetition": repetition, "start_unix": start, "end_unix": end,
-                         "software_j": software,
-                         "sources": {n: d.source for n, d in sorted(energy.domains.items())}})
+    steps = steps or [{"repetition": r, "load": n} for r in range(repetitions) for n in loads]
+    for step in steps:
+        repetition, name = step["repetition"], step["load"]
+        start = time.time()
+        meters.start()
+        load(name, window_s)
+        energy = meters.stop()
+        end = time.time()
+        software = {"total": sum(d.joules for d in energy.domains.values())}
+        for domain in energy.domains.values():
+            software[domain.via] = software.get(domain.via, 0.0) + domain.joules
+        for alternatives in energy.alternatives.values():
+            for alternative in alternatives:
+                software[alternative["via"]] = software.get(alternative["via"], 0.0) + alternative["joules"]
+        runs.append({"load": name, "repetition": repetition, "start_unix": start, "end_unix": end,
+                     "software_j": software,
+                     "sources": {n: d.source for n, d in sorted(energy.domains.items())}})
     return runs
 
 
@@ -182,12 +280,32 @@ def cmd_run(args) -> int:
         print(f"calibrate: no Grid'5000 site known for node type {args.node_type}; give --site")
         return 2
     node = (args.node or socket.gethostname()).split(".")[0]
+    gpus, why_no_gpu = visible_gpus()
+    try:  # bad input is refused before anything is measured
+        steps, notes = plan(args.loads, args.repetitions, gpus, why_no_gpu)
+        gpu_load, gpu_info = None, None
+        if any(step["load"] == "gpu" for step in steps):
+            gpu_load = GpuLoad(args.gpu_backend)
+            gpu_info = gpu_load.prepare()
+            print(f"calibrate: gpu load ready: {gpu_info}")
+    except GpuLoadRefused as exc:
+        print(f"calibrate: {exc}")
+        return 2
+    for note in notes:
+        print(f"calibrate: {note}")
+
+    def load(name: str, seconds: float) -> None:
+        if name == "gpu":
+            gpu_load.load(seconds)
+        else:
+            run_load(name, seconds)
+
     folder = Path(os.environ.get("TMPDIR", "/tmp")) / f"calibrate-{os.getpid()}"
     folder.mkdir(parents=True, exist_ok=True)
     meters = build_meters(folder, {"id": "calibration", "campaign": f"calibrate-{args.node_type}"},
                           {"country_iso_code": "FRA", "carbon_intensity_g_per_kwh": 56.039, "nvml_poll_hz": 20})
     try:
-        runs = measure_windows(meters, args.repetitions, args.window_s)
+        runs = measure_windows(meters, args.repetitions, args.window_s, load=load, steps=steps)
     finally:
         meters.close()
     time.sleep(args.wait)  # Kwollect lags by a period or so
@@ -199,6 +317,8 @@ def cmd_run(args) -> int:
         return 1
     calibration = compute(add_wattmeter(runs, records, args.metric), args.node_type, args.metric,
                           datetime.now(timezone.utc).isoformat())
+    calibration["loads"] = {"steps": [step["load"] for step in steps if step["repetition"] == 0], "gpu": gpu_info,
+                            "notes": notes}
     path = store(calibration, Path(args.store))
     for meter, entry in calibration["meters"].items():
         interval = entry["ci95"]
@@ -233,6 +353,10 @@ def add_parser(verbs) -> None:
     r.add_argument("--node", help="node name (default: this host)")
     r.add_argument("--repetitions", type=int, default=3)
     r.add_argument("--window-s", type=float, default=60.0)
+    r.add_argument("--loads", default="auto",
+                   help=f"auto (idle, half, full, and gpu where NVML sees a GPU) or a comma list of {', '.join(LOADS)}")
+    r.add_argument("--gpu-backend", default="tensorflow", choices=("tensorflow", "jax", "torch"),
+                   help="the Keras backend that runs the gpu load's matmul loop")
     r.add_argument("--metric", default="wattmetre_power_watt")
     r.add_argument("--store", default=str(DEFAULT_STORE))
     r.add_argument("--url", help="Kwollect API root (default: the Grid'5000 API)")

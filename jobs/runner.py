@@ -159,6 +159,7 @@ def run_cell(cell: dict, cell_dir: Path) -> dict:
         evidence.check_load()  # evidence (#14)
         # Before the model exists: the node is as idle as this job can make it.
         _phase(cell_dir, "idle")
+        evidence.cool_down(Path(cell_dir).parent.parent)  # evidence (#14): bounded, to the idle baseline's temperatures
         clock = time.perf_counter()
         idle = idle_baseline(meters, Path(cell_dir).parent.parent, config["idle_s"], config["idle_reuse_s"],
                              cell["id"])

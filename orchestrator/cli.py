@@ -196,8 +196,17 @@ def cmd_collect(args) -> int:
                                "energy_per_sample_j_mean", "energy_kind") if c in collected.summary]
         print(collected.summary[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"wrote results.csv, results.parquet, summary.csv in {root}")
+    problems = list(collected.problems)
+    if args.traces:  # evidence (#14): every done cell's trace.parquet in one table
+        from orchestrator.traces import export_traces
+
+        exported = export_traces(root)
+        for problem in exported["problems"]:
+            print(f"problem: {problem}", file=sys.stderr)
+        problems += exported["problems"]
+        print(f"wrote {exported['path'].name}: {exported['rows']} samples from {exported['cells']} cell(s)")
     print(f"next: benchmark-tracker report {root}")
-    return 1 if collected.problems else 0
+    return 1 if problems else 0
 
 
 def cmd_status(args) -> int:
@@ -421,6 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="recompute CO2 with this carbon intensity (>= 0); both are kept for later collects")
     p.add_argument("--include-invalid", action="store_true",
                    help="keep cells whose energy reading is marked invalid in summary.csv")
+    p.add_argument("--traces", action="store_true",
+                   help="also write traces.parquet: every done cell's power trace, with its window edges")
     p.set_defaults(func=cmd_collect)
 
     p = verbs.add_parser("status", help="count a campaign's cells by state and node type (exit 1 if any failed)")

@@ -326,6 +326,14 @@ class Energy(_Strict):
     gate: Gate = Gate()
 
 
+class Cooldown(_Strict):
+    """Temperature-gated cooldown (#14, jobs/meters/evidence.py): in the job, before its idle baseline and window,
+    wait until the node's temperatures are within band_c of its idle baseline's; at most max_s, then proceed."""
+
+    band_c: Annotated[StrictFloat | StrictInt, Field(gt=0, le=50)] = 3.0
+    max_s: Annotated[StrictFloat | StrictInt, Field(gt=0, le=86400)] = 300
+
+
 class Order(_Strict):
     """Execution order within each repetition: shuffled with a seed, so time of day and
     thermal drift do not line up with tests or node types."""
@@ -348,6 +356,7 @@ class Sweep(_Strict):
     # Attempts after the first for a failure that is not the cell's (node failure, a job lost by its scheduler).
     max_retries: NonNegativeInt = 0
     cooldown_s: Annotated[StrictFloat | StrictInt, Field(ge=0)] = 0  # idle gap between cells
+    cooldown: Cooldown | None = None  # evidence (#14): wait for temperatures, in the job (any launcher)
     order: Order = Order()
     seed: NonNegativeInt = 42
     energy: Energy = Energy()

@@ -85,6 +85,7 @@ def cell_record(sweep, cell) -> dict:
     energy.update(energy_factors(cell.node_type, energy))
     energy["factor_source"] = energy.pop("source")
     return {"energy": energy, "timeout_s": sweep.timeout_s,
+            "cooldown": sweep.cooldown.model_dump() if sweep.cooldown else None,  # evidence (#14)
             "node": {"name": node.name, "gpu_count": node.gpu_count, "gpu_model": node.gpu_model}}
 
 

@@ -1,7 +1,9 @@
 """The HTML report: one self-contained file with tables, inline figures and provenance."""
 from __future__ import annotations
 
+import math
 import re
+from html import escape
 
 import pytest
 
@@ -10,11 +12,45 @@ from orchestrator.report import make_report
 from tests import synthetic_results as syn
 
 
+INVALID_CELL = "mobilenet_v2-inference-alpha-2"
+INVALID_REASON = "cpu: samples cover 70% of the window (< 95%)"
+WINDOW = (1_800_000_000.0, 1_800_000_010.0)
+
+
+def evidence_campaign(folder):
+    """The synthetic campaign (one node type, codecarbon's estimates) with the evidence a real job records:
+    a gate verdict per cell (one invalid, with its reason), the sources' systematic term (64 % for the load
+    model, 100 % for the RAM model, weighted by joules: 82 %), and the invalid cell's trace.parquet, written
+    by the job's own writer in its format (codecarbon's models sampled every 0.1 s, a 3 s gap in the window)."""
+    from jobs.meters.trace import Trace
+
+    rows = []
+    for (test, phase, node_type), energies in syn.ENERGY.items():
+        if node_type != "alpha":
+            continue
+        for rep, energy in enumerate(energies):
+            res = syn.result(test, phase, node_type, rep, energy, syn.SAMPLES[phase], sources=syn.ESTIMATED,
+                             hostname="alpha-1")
+            cell_id = f"{test}-{phase}-{node_type}-{rep}"
+            invalid = cell_id == INVALID_CELL
+            res["window"].update(start_unix=WINDOW[0], end_unix=WINDOW[1])
+            res["energy"].update(valid=not invalid, invalid_reasons=[INVALID_REASON] if invalid else [],
+                                 uncertainty={"systematic_rel": (0.64 + 1.0) / 2, "by_domain": {"cpu": 0.64,
+                                                                                                "ram": 1.0}})
+            rows.append(syn.row(res, cell_id))
+    campaign = syn.write_campaign(folder, rows)
+    times = [WINDOW[0] - 1 + 0.1 * i for i in range(121) if not 3.0 <= 0.1 * i - 1 <= 6.0]
+    trace = Trace([(t, domain, "cpu0" if domain == "cpu" else "ram", source, watts, float("nan"), float("nan"),
+                    None) for t in times for domain, source, watts in (("cpu", "codecarbon-load-model", 7.5),
+                                                                      ("ram", "codecarbon-ram-model", 20.0))])
+    (campaign / "cells" / INVALID_CELL).mkdir(parents=True)
+    trace.write(campaign / "cells" / INVALID_CELL / "trace.parquet")
+    return campaign
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("rep")
-    campaign = syn.campaign(folder / "synthetic", node_types=("alpha",), sources=syn.ESTIMATED)
-    return make_report(campaign)
+    return make_report(evidence_campaign(tmp_path_factory.mktemp("rep") / "synthetic"))
 
 
 def test_layout(report):
@@ -51,6 +87,57 @@ def test_content_and_provenance(report):
     assert 'id="meters"' in html and "2.21.0" in html and "3.3.2" in html
     assert "alpha-1" in html and "Test CPU 9000" in html
     assert "sweep_sha256" in html and "tests: [mobilenet_v2, vgg_16]" in html
+
+
+def _section(html: str, element_id: str) -> str:
+    start = html.index(f'id="{element_id}"')
+    return html[start:html.index("</table>", start)]
+
+
+def test_the_report_shows_each_cells_gate_verdict_and_the_systematic_plus_minus(report):
+    from orchestrator.results import load_campaign
+    from orchestrator.tables import fmt_ci
+
+    html = report.html.read_text()
+    cells = _section(html, "evidence-cells")
+    # Every done cell's verdict: the invalid one first, with its reason and a link to its drawn trace.
+    assert "Validity gate per cell: 11 valid, 1 invalid, 0 not judged" in cells
+    assert cells.count('class="verdict-valid"') == 11 and cells.count('class="verdict-invalid"') == 1
+    first = cells.index('class="verdict-')
+    assert cells.index('class="verdict-invalid"') == first and escape(INVALID_REASON) in cells
+    assert f'href="#fig-trace_{INVALID_CELL}"' in cells and f'id="fig-trace_{INVALID_CELL}"' in html
+    assert "(energy invalid)" in html  # the trace figure's title says what the gate found
+    # Each cell's own J/sample with its source's systematic 95 % interval (1.96 x 82 %, log scale).
+    per_sample = 110.0 / syn.SAMPLES["inference"]  # mobilenet_v2 inference rep 1
+    half = 1.959964 * 0.82
+    expected = fmt_ci(per_sample, per_sample * math.exp(-half), per_sample * math.exp(half))
+    row = cells[cells.index("mobilenet_v2-inference-alpha-1"):]
+    assert expected in row[:row.index("</tr>")] and "[" in expected
+    # Per group: the invalid cell counted and left out, the ± with the systematic term beside the CI.
+    groups = _section(html, "evidence-groups")
+    stats = load_campaign(report.html.parent.parent).stats
+    vgg = stats[(stats["test"] == "vgg_16") & (stats["phase"] == "inference")].iloc[0]
+    metric = "energy_per_sample_j"
+    with_systematic = fmt_ci(vgg[f"{metric}_mean"], vgg[f"{metric}_total_low"], vgg[f"{metric}_total_high"], 3)
+    statistical = fmt_ci(vgg[f"{metric}_mean"], vgg[f"{metric}_ci95_low"], vgg[f"{metric}_ci95_high"], 3)
+    assert vgg[f"{metric}_total_low"] < vgg[f"{metric}_ci95_low"]  # the systematic widens the interval
+    assert with_systematic in groups and statistical in groups and with_systematic != statistical
+    assert groups.count("±82%") == 4
+    mobilenet = groups[groups.index("MobileNet-V2 (1.1) inference"):]
+    mobilenet = mobilenet[:mobilenet.index("</tr>")]
+    assert "1 left out" in mobilenet and "n &lt; 3: no interval" in mobilenet  # 2 valid cells: no ± at all
+    assert "1 cell(s) left out of every table and figure" in html
+
+
+def test_the_report_keeps_invalid_cells_only_when_asked(tmp_path):
+    from orchestrator.report import render_html
+    from orchestrator.results import load_campaign
+
+    data = load_campaign(evidence_campaign(tmp_path / "kept"), include_invalid=True)
+    html = render_html(data, [], [], include_invalid=True)  # the page alone: figures are checked above
+    groups = _section(html, "evidence-groups")
+    assert "1 kept (--include-invalid)" in groups and "left out" not in groups
+    assert "1 cell(s) kept in the tables and figures (--include-invalid)" in html
 
 
 def test_historical_reference_report(tmp_path, capsys):

@@ -214,3 +214,33 @@ def test_parquet_keeps_the_contract_columns_and_clips_to_the_margin(tmp_path):
     gpu = next(r for r in back.rows if r[1] == "gpu")
     assert gpu[7] == 0x44 and math.isnan(gpu[5]) and gpu[6] == 71.0
     assert clipped.meta()["samples"] == 26 and clipped.meta()["file"] == "trace.parquet"
+
+
+def test_collect_exports_every_done_cells_trace_and_names_a_damaged_one(tmp_path):
+    """traces.parquet: the job's own trace files (its writer, its format) with the cell and window added."""
+    import json
+
+    import pandas as pd
+
+    from orchestrator.traces import export_traces
+
+    def cell(name, status="done", trace=True):
+        folder = tmp_path / "cells" / name
+        folder.mkdir(parents=True)
+        (folder / "result.json").write_text(json.dumps({"status": status,
+                                                        "window": {"start_unix": 100.0, "end_unix": 101.0}}))
+        if trace:
+            rows = [(99.5 + 0.25 * i, "cpu", "node", "codecarbon-load-model", 8.0, math.nan, math.nan, None)
+                    for i in range(9)]
+            Trace(rows).write(folder / "trace.parquet")
+        return folder
+
+    cell("a")
+    cell("b", trace=False)  # a cell without a trace: nothing to export, no problem
+    cell("c", status="failed")  # not done: left out
+    (cell("d", trace=False) / "trace.parquet").write_bytes(b"PAR1 not parquet")
+    out = export_traces(tmp_path)
+    assert out["cells"] == 1 and out["rows"] == 9 and len(out["problems"]) == 1 and out["problems"][0].startswith("d:")
+    table = pd.read_parquet(tmp_path / "traces.parquet")
+    assert list(table.columns) == list(COLUMNS) + ["cell_id", "window_start_unix", "window_end_unix", "in_window"]
+    assert set(table["cell_id"]) == {"a"} and table["in_window"].sum() == 5  # 100.0 ... 101.0 at 0.25 s

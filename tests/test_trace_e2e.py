@@ -8,11 +8,13 @@ import math
 
 import pyarrow.parquet as pq
 
+from jobs.meters.state import node_temperatures
 from tests.conftest import run_cli, tiny_sweep
 
 
 def test_every_done_cell_of_a_tiny_sweep_carries_its_evidence(sweep_file, tmp_path):
-    sweep = sweep_file(tiny_sweep("evidence", phases="[inference]"))
+    # The temperature-gated cooldown runs in the job: here, with no sensor, it says so and proceeds.
+    sweep = sweep_file(tiny_sweep("evidence", phases="[inference]") + "cooldown: {band_c: 3, max_s: 5}\n")
     run = run_cli("sweep", sweep, "--output", tmp_path / "results")
     assert run.returncode == 0, run.stderr
     cells = [c for c in (tmp_path / "results" / "evidence" / "cells").iterdir()
@@ -48,6 +50,22 @@ def test_every_done_cell_of_a_tiny_sweep_carries_its_evidence(sweep_file, tmp_pa
         assert result["state"]["start"]["at_unix"] <= window["start_unix"] <= window["end_unix"] \
             <= result["state"]["end"]["at_unix"]
         assert result["knobs"] == {}
+        # The cooldown: asked by the sweep, run by the job before its idle baseline.
+        cooldown = result["cooldown"]
+        assert cooldown["band_c"] == 3 and cooldown["max_s"] == 5
+        if node_temperatures():  # a machine with sensors: the first cell on a host has no baseline to wait for
+            assert cooldown["status"] == "no idle baseline yet" and cooldown["start_c"]
+        else:
+            assert cooldown == {"band_c": 3.0, "max_s": 5.0, "status": "not measurable (no sensor)",
+                                "measurable": False, "waited_s": 0.0}
+            assert any(n.startswith("cooldown: not measurable (no sensor)") for n in energy["notes"])
+        assert energy["warnings"] == []
+    # collect exports the traces of every done cell in one table.
+    from orchestrator.cli import main
+
+    assert main(["collect", str(tmp_path / "results" / "evidence"), "--traces"]) == 0
+    exported = pq.read_table(tmp_path / "results" / "evidence" / "traces.parquet").to_pydict()
+    assert set(exported["cell_id"]) == {c.name for c in cells} and any(exported["in_window"])
 
 
 def test_knob_axes_expand_and_a_refused_knob_fails_its_cell_with_the_reason(sweep_file, tmp_path):

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from jobs.meters import uncertainty
-from jobs.meters.uncertainty import (TABLE, TABLE_VERSION, combined_halfwidth, energy_uncertainty, gpu_generation,
-                                     systematic_rel)
+from jobs.meters.uncertainty import TABLE, TABLE_VERSION, energy_uncertainty, gpu_generation, systematic_rel
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "uncertainty.md"
 
@@ -79,7 +78,16 @@ def test_the_cell_total_is_weighted_by_joules_and_unknown_sources_make_it_unknow
     assert energy_uncertainty({"cpu": {"joules": 1.0, "source": "what"}}, 1.0)["systematic_rel"] is None
 
 
-def test_combined_halfwidth_is_quadrature_and_needs_both_terms():
-    assert combined_halfwidth(100.0, 3.0, 0.04) == pytest.approx(5.0)
-    assert combined_halfwidth(100.0, None, 0.04) is None and combined_halfwidth(100.0, 3.0, None) is None
+def test_the_documented_combination_is_the_one_the_summaries_use():
+    """docs/uncertainty.md: 1 sigma terms; the 95 % ± is t CV/sqrt(n) and 1.96 x systematic in quadrature, log scale."""
+    from scipy import stats
+
+    from orchestrator.intervals import with_systematic
+
+    mean, std, n, sys_rel = 10.0, 1.0, 4, 0.10
+    low, high = with_systematic(mean, std, n, sys_rel)
+    half = math.hypot(stats.t.ppf(0.975, n - 1) * std / mean / math.sqrt(n), 1.96 * sys_rel)
+    assert math.log(high / mean) == pytest.approx(half, rel=1e-3) and math.log(mean / low) == pytest.approx(half, rel=1e-3)
+    assert math.isnan(with_systematic(mean, std, 2, sys_rel)[0])  # no interval from n < 3
+    assert "one standard uncertainty (1 σ" in DOC.read_text() and "1.96 × `systematic_rel`" in DOC.read_text()
     assert uncertainty.COUNTER_UPDATE_S["nvml-counter"] == 0.1

@@ -204,39 +204,55 @@ def wait_until_cool(baseline: dict | None, band: float, max_s: float, read=None,
 
     `baseline`: {sensor: °C} (an idle record's `temperatures_c`, plus `gpu<i>` entries); `read()`
     returns the same keys now (default: this node's thermal zones, hwmon, and NVML GPUs). Sensors
-    missing on either side are ignored. Returns {cooled, waited_s, over: {sensor: excess °C}}.
+    missing on either side are ignored. Returns {cooled, waited_s, over: {sensor: excess °C},
+    start_c, reached_c} (the compared sensors at the first and the last reading); `cooled` is None,
+    with a `reason`, when nothing can be compared (no baseline, or no sensor in common).
     """
     read = read or current_temperatures
     start = clock()
     if not baseline:
         return {"cooled": None, "waited_s": 0.0, "over": {}, "reason": "no idle baseline temperatures"}
+    first = None
     while True:
-        now = read()
+        now = {k: float(v) for k, v in read().items() if k in baseline}
+        if first is None:
+            first = now
+            if not now:
+                return {"cooled": None, "waited_s": 0.0, "over": {}, "reason": "not measurable (no sensor)"}
         over = {k: round(now[k] - v, 2) for k, v in baseline.items() if k in now and now[k] - v > band}
         waited = clock() - start
-        if not over:
-            return {"cooled": True, "waited_s": waited, "over": {}}
-        if waited >= max_s:
-            return {"cooled": False, "waited_s": waited, "over": over}
+        if not over or waited >= max_s:
+            return {"cooled": not over, "waited_s": waited, "over": over, "start_c": first, "reached_c": now}
         sleep(min(poll_s, max(0.0, max_s - waited)))
+
+
+def node_temperatures(nvml=None, handles: dict | None = None, sys_root=SYS) -> dict:
+    """The keys wait_until_cool compares, read now: sysfs sensors, plus `gpu<i>` from already open NVML handles."""
+    found = temperatures(sys_root)
+    for index, handle in sorted((handles or {}).items()):
+        try:
+            found[f"gpu{index}"] = float(nvml.nvmlDeviceGetTemperature(handle, 0))
+        except Exception:  # noqa: BLE001 - a GPU without a temperature sensor: left out
+            continue
+    return found
 
 
 def current_temperatures(sys_root=SYS) -> dict:
     """This node's sensors as wait_until_cool compares them: sysfs, plus `gpu<i>` from NVML where present."""
-    found = temperatures(sys_root)
     try:
         import pynvml
 
         pynvml.nvmlInit()
-        try:
-            for index in range(pynvml.nvmlDeviceGetCount()):
-                handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-                found[f"gpu{index}"] = float(pynvml.nvmlDeviceGetTemperature(handle, 0))
-        finally:
-            pynvml.nvmlShutdown()
     except Exception:  # noqa: BLE001 - no NVIDIA driver: sysfs only
-        pass
-    return found
+        return temperatures(sys_root)
+    try:
+        try:
+            handles = {i: pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())}
+        except Exception:  # noqa: BLE001 - a driver that answers init but not the devices: sysfs only
+            handles = {}
+        return node_temperatures(pynvml, handles, sys_root)
+    finally:
+        pynvml.nvmlShutdown()
 
 
 def idle_temperatures(state: dict) -> dict:

@@ -2,9 +2,9 @@
 
 The table (TABLE, version TABLE_VERSION) is documented with its references in
 docs/uncertainty.md; a test keeps the two equal. Each value is a relative
-half-width (0.10 = ±10 %) for the domain the source reads, not for what it
-cannot see (RAPL sees no fans, PSU losses or GPUs: that is a boundary, stated
-by the domain, not an error of the reading).
+standard uncertainty (1 sigma: 0.10 = 10 %) for the domain the source reads,
+not for what it cannot see (RAPL sees no fans, PSU losses or GPUs: that is a
+boundary, stated by the domain, not an error of the reading).
 
 Window-dependent terms are added in quadrature: a counter that updates every
 `update_s` (NVML: ~0.1 s) quantises a window of T seconds by update_s / T.
@@ -12,7 +12,8 @@ Window-dependent terms are added in quadrature: a counter that updates every
 A cell's total combines domains weighted by joules, linearly (the same
 node, the same minute: errors of its domains are not independent, so the
 conservative sum, not quadrature). The statistical interval of a group of
-repetitions combines with it in quadrature (`combined_halfwidth`).
+repetitions combines with it where groups are formed, on the orchestrator side
+(`orchestrator.intervals.with_systematic`: 1.96 x this term, in quadrature).
 """
 from __future__ import annotations
 
@@ -89,13 +90,3 @@ def energy_uncertainty(domains: dict, window_s: float | None, gpu_model: str | N
     return {"systematic_rel": total, "by_domain": by_domain, "table_version": TABLE_VERSION,
             "keys": {name: source_key(d["source"], gpu_model) for name, d in sorted(domains.items())},
             "combination": "joule-weighted linear sum over domains; window quantisation in quadrature"}
-
-
-def combined_halfwidth(mean: float, statistical_halfwidth: float | None, systematic: float | None) -> float | None:
-    """± of a mean: its statistical CI half-width and its systematic (relative) in quadrature.
-
-    None when either is unknown: a figure without its systematic has no honest ±.
-    """
-    if statistical_halfwidth is None or systematic is None:
-        return None
-    return math.hypot(statistical_halfwidth, systematic * abs(mean))
