@@ -129,9 +129,6 @@ def check(spec, cells: list, launcher: str) -> None:
             if p["devices_per_node"] * p["nodes"] > max(cores, node_types()[p["node_type"]].gpu_count):
                 refuse(f"{_where_value(spec, 'nodes', p['nodes'])}: {p['nodes']} loopback workers x "
                        f"{p['devices_per_node']} devices exceed this machine's {cores} cores")
-        if p["nodes"] > 1 and launcher == "local":  # the loopback worker launch is not written yet
-            refuse(f"{_where_value(spec, 'nodes', p['nodes'])}: the local launcher does not run multi-worker cells "
-                   "yet (N loopback workers: see docs/scaling.md)")
         if p["nodes"] > 1 and launcher == "oar":
             refuse(f"{_where_value(spec, 'nodes', p['nodes'])}: the OAR launcher does not run multi-node cells yet "
                    "(nodes=N with a per-node launch through oarsh: see docs/scaling.md)")
