@@ -20,6 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from jobs.records import (CELL_FILE, RESULT_FILE, RESULT_SCHEMA_VERSION, atomic_write_json, now_iso,  # noqa: E402
                           read_json, update_status)
+from jobs.workers import spawns_workers  # noqa: E402
 
 
 class Terminated(BaseException):
@@ -51,7 +52,7 @@ def main(argv: list | None = None) -> int:
     if os.environ.get("BENCHMARK_TRACKER_SHARED_NODE"):  # --allow-concurrent: another campaign may share the node
         record["shared_node"] = True
     try:
-        if cell["params"].get("backend", "tensorflow") == "tensorflow":
+        if cell["params"].get("backend", "tensorflow") == "tensorflow" and not spawns_workers(cell):  # scale: its workers do
             from jobs.tf_startup import import_tensorflow
 
             import_tensorflow()  # first import: its C++ start-up lines stay out of job.log

@@ -38,7 +38,7 @@ from jobs.records import (CELL_FILE, LOG_FILE, RESULT_FILE, atomic_write_json, l
 
 WORKER_KEY = "worker"
 WORKERS_DIR = "workers"
-STOP_GRACE_S = 10.0
+STOP_GRACE_S = 3.0  # a worker left in a collective whose peer died never returns to Python: kill it
 POLL_S = 0.2
 # Keys of a worker's result.json that belong to the worker's record, not to the cell's measurement.
 _RECORD_KEYS = ("schema_version", "cell_id", "campaign", "params", "started_at", "status", "error", "finished_at",

@@ -45,6 +45,7 @@ class Collected:
     problems: list = field(default_factory=list)
     factors: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
+    scaling: pd.DataFrame | None = None  # scale (#15): scaling.csv, for scaled campaigns only
 
 
 def _param_values(params: dict) -> dict:
@@ -428,5 +429,10 @@ def collect(campaign_root: Path, pue: float | None = None, carbon_intensity_g_pe
     atomic_write(root / "results.parquet", lambda p: parquet_safe(results).to_parquet(p, index=False))
     atomic_write(root / "summary.csv", lambda p: summary.to_csv(p, index=False))
     atomic_write_text(root / "problems.json", json.dumps(problems, indent=2))
+    from orchestrator.scaling import SCALING_FILE, scaling_table  # scale (#15)
+
+    scaling = scaling_table(results)
+    if len(scaling):
+        atomic_write(root / SCALING_FILE, lambda p: scaling.to_csv(p, index=False))
     return Collected(results, summary, problems, factors_in_use(results) if len(results) else {},
-                     campaign_notes(results))
+                     campaign_notes(results), scaling if len(scaling) else None)

@@ -170,3 +170,39 @@ def format_table(table: pd.DataFrame) -> str:
     columns = [c for c in TABLE_COLUMNS if c in table]
     with pd.option_context("display.max_colwidth", 120, "display.width", 250):
         return table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}")
+
+
+# --- the report's scaling figure -----------------------------------------------------------------------------
+
+def scaling_figures(results: pd.DataFrame | None) -> dict:
+    """{name: Figure}: scaling and energy efficiency against workers, one line per workload (none unscaled).
+
+    Error bars only where both points have n >= 3; a point without a 1-worker reference is not drawn.
+    """
+    table = scaling_table(results)
+    if not len(table) or table["scaling_efficiency"].isna().all():
+        return {}
+    from orchestrator.figures import FOOTNOTE_PT, plt as pyplot  # matplotlib, set up (Agg) by figures
+
+    fig, (left, right) = pyplot.subplots(1, 2, figsize=(7.0, 3.0), layout="constrained")
+    keys = [k for k in ("test", "phase", "node_type", "backend", "batch_scaling", "per_device_batch") if k in table]
+    for label, group in table.groupby(keys, sort=True):
+        group = group.sort_values("workers")
+        name = " ".join(str(v) for v in (label if isinstance(label, tuple) else (label,)))
+        for ax, metric in ((left, "scaling_efficiency"), (right, "energy_efficiency")):
+            low, high = group.get(f"{metric}_ci95_low"), group.get(f"{metric}_ci95_high")
+            errors = None
+            if low is not None and low.notna().any():
+                errors = [(group[metric] - low).fillna(0).to_numpy(), (high - group[metric]).fillna(0).to_numpy()]
+            ax.errorbar(group["workers"], group[metric], yerr=errors, marker="o", capsize=3, label=name)
+    for ax, title in ((left, "scaling efficiency (speed-up / workers)"),
+                      (right, "energy efficiency (J/sample at N / at 1)")):
+        ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
+        ax.set_xlabel("workers (devices per node x nodes)")
+        ax.set_title(title)
+        ax.set_xticks(sorted(table["workers"].unique()))
+    left.legend(fontsize=FOOTNOTE_PT)
+    kinds = ", ".join(sorted(set(";".join(table["energy_kind"].dropna()).split(";")) - {""})) or "unknown"
+    fig.supxlabel(f"energy: {kinds}, one reading per host; error bars: 95 % CI where n >= 3", fontsize=FOOTNOTE_PT)
+    fig.caption = "Scaling: efficiency of data-parallel workers against the same workload on one worker"
+    return {"scaling": fig}
