@@ -125,7 +125,7 @@ def run_cell(cell: dict, cell_dir: Path) -> dict:
     from jobs import workers  # scale: a multi-worker cell's job spawns its workers and merges their results
 
     if workers.spawns_workers(cell):
-        return workers.run_loopback(cell, cell_dir)
+        return workers.run_workers(cell, cell_dir)
     # First, before anything imports Keras: Keras picks its backend once, at import.
     backend = params.get("backend", backends.DEFAULT_BACKEND)
     from jobs import distributed  # scale: data parallel (None for an unscaled cell)

@@ -25,6 +25,7 @@ kept, with the skew between workers. Imports nothing from orchestrator/.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import signal
 import socket
@@ -138,26 +139,86 @@ def _failure(index: int, folder: Path, process) -> str:
     return text + "; the whole cell fails (its other workers were stopped)"
 
 
+TASKS_ENV = "BENCHMARK_TRACKER_WORKERS"  # the workers of a scheduler's multi-task step, for its rank 0
+
+
+def run_workers(cell: dict, cell_dir: Path) -> dict:
+    """A multi-worker cell's job: rank 0 of a scheduler's tasks (their records in TASKS_ENV), else loopback."""
+    tasks = os.environ.get(TASKS_ENV)
+    if tasks:
+        return run_rank0(cell, Path(cell_dir), json.loads(tasks))
+    return run_loopback(cell, cell_dir)
+
+
+def task_workers(count: int, hostnames: list, tasks_per_node: int, job_id: str) -> list:
+    """Worker records of a scheduler step: task i on hostnames[i // tasks_per_node] (block distribution, Slurm's
+    default); the first task of each host meters it; ports derived from the job id, the same in every task."""
+    digits = "".join(ch for ch in str(job_id) if ch.isdigit()) or "0"
+    base = 20000 + (int(digits) * 7) % 30000
+    hosts = [hostnames[i // tasks_per_node] for i in range(count)]
+    addresses = [f"{host}:{base + i}" for i, host in enumerate(hosts)]
+    return [{"index": i, "count": count, "addresses": addresses, "coordinator": f"{hosts[0]}:{base + count}",
+             "host": hosts[i], "local_rank": i % tasks_per_node, "meters": i % tasks_per_node == 0,
+             "launch": "tasks", "job": str(job_id)} for i in range(count)]
+
+
+def prepare_worker(cell_dir: Path, cell: dict, worker: dict) -> Path:
+    """Write a worker's folder (its cell.json; no earlier attempt's result) and return it."""
+    folder = Path(cell_dir) / WORKERS_DIR / str(worker["index"])
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in (RESULT_FILE, "status.json", "phase.json"):  # an earlier attempt's, never read as this one's
+        (folder / stale).unlink(missing_ok=True)
+    atomic_write_json(folder / CELL_FILE, worker_cell(cell, worker, Path(cell_dir).parent.parent))
+    return folder
+
+
+def _spawn(python: str, folder: Path, env: dict):
+    with open(folder / LOG_FILE, "ab") as log:
+        # Same process group as this job: a kill of the group (guard, launcher, scancel) takes them all.
+        return subprocess.Popen([python, "-m", "jobs.run", str(folder)], cwd=folder, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+
+
+def run_rank0(cell: dict, cell_dir: Path, workers: list, python: str = sys.executable,
+              poll_s: float = 0.5) -> dict:
+    """Rank 0 of a multi-task step: run worker 0 here, wait for every task's worker (their folders, this job's
+    statuses), merge. The first failed worker fails the cell with its reason."""
+    env = {k: v for k, v in os.environ.items() if k not in (TASKS_ENV, "TF_CONFIG")}
+    folders = [Path(cell_dir) / WORKERS_DIR / str(w["index"]) for w in workers]
+    process = _spawn(python, prepare_worker(cell_dir, cell, workers[0]), env)
+    try:
+        while True:
+            if process.poll() is not None and process.returncode != 0:
+                raise WorkerFailed(_failure(0, folders[0], process))
+            states = []
+            for worker, folder in zip(workers[1:], folders[1:]):
+                status = read_status(folder)
+                if status.get("job_id", "").split("_")[0].split(".")[0] != worker["job"].split("_")[0]:
+                    states.append("waiting")  # not started yet in this job (an older attempt's status)
+                    continue
+                if status["state"] == "failed":
+                    raise WorkerFailed(f"worker {worker['index']} on {worker['host']} failed: {status.get('reason')}; "
+                                       "the whole cell fails")
+                states.append(status["state"])
+            if process.returncode == 0 and all(state == "done" for state in states):
+                break
+            time.sleep(poll_s)
+    finally:
+        _stop([process])
+    return merge(workers, [read_json(folder / RESULT_FILE) for folder in folders])
+
+
 def run_loopback(cell: dict, cell_dir: Path, python: str = sys.executable) -> dict:
     """The coordinator of a loopback multi-worker cell: spawn, watch, merge; the first failure fails all."""
     cell_dir = Path(cell_dir)
-    campaign_dir = Path(cell.get("campaign_dir") or cell_dir.parent.parent)
     workers = loopback_workers(int(cell["params"]["nodes"]))
     folders, processes = [], []
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("TF_CONFIG", None)
     try:
         for worker in workers:
-            folder = cell_dir / WORKERS_DIR / str(worker["index"])
-            folder.mkdir(parents=True, exist_ok=True)
-            for stale in (RESULT_FILE, "status.json", "phase.json"):  # an earlier attempt's, never read as this one's
-                (folder / stale).unlink(missing_ok=True)
-            atomic_write_json(folder / CELL_FILE, worker_cell(cell, worker, campaign_dir))
-            with open(folder / LOG_FILE, "ab") as log:
-                # Same process group as this job: a kill of the group (guard, launcher, scancel) takes them all.
-                processes.append(subprocess.Popen([python, "-m", "jobs.run", str(folder)], cwd=folder, env=env,
-                                                  stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                  preexec_fn=_die_with_parent))
+            folder = prepare_worker(cell_dir, cell, worker)
+            processes.append(_spawn(python, folder, env))
             folders.append(folder)
         print(f"[job] {len(workers)} loopback workers: pids {', '.join(str(p.pid) for p in processes)}", flush=True)
         shown = None

@@ -148,6 +148,8 @@ def _efficiencies(base, throughput: pd.Series, energy: pd.Series, workers: int) 
         return {"speedup": math.nan, "scaling_efficiency": math.nan, "energy_efficiency": math.nan,
                 "scaling_note": note}
     _, base_throughput, base_energy = base
+    if throughput is base_throughput:  # the reference itself: 1 by definition, no interval
+        return {"speedup": 1.0, "scaling_efficiency": 1.0, "energy_efficiency": 1.0, "scaling_note": "reference"}
     speed = log_ratio_test(*_stats(base_throughput), *_stats(throughput))
     out.update(speedup=speed["ratio"], speedup_ci95_low=speed["low"], speedup_ci95_high=speed["high"],
                scaling_efficiency=speed["ratio"] / workers, scaling_efficiency_ci95_low=speed["low"] / workers,
@@ -161,7 +163,8 @@ def _efficiencies(base, throughput: pd.Series, energy: pd.Series, workers: int) 
 
 
 TABLE_COLUMNS = ("test", "phase", "backend", "devices_per_node", "nodes", "workers", "n", "batch_size",
-                 "throughput_mean", "speedup", "scaling_efficiency", "energy_per_sample_j_mean", "energy_efficiency",
+                 "throughput_mean", "speedup", "scaling_efficiency", "scaling_efficiency_ci95_low",
+                 "scaling_efficiency_ci95_high", "energy_per_sample_j_mean", "energy_efficiency",
                  "energy_kind", "window_skew_max_s", "energy_per_node")
 
 
@@ -186,23 +189,33 @@ def scaling_figures(results: pd.DataFrame | None) -> dict:
 
     fig, (left, right) = pyplot.subplots(1, 2, figsize=(7.0, 3.0), layout="constrained")
     keys = [k for k in ("test", "phase", "node_type", "backend", "batch_scaling", "per_device_batch") if k in table]
-    for label, group in table.groupby(keys, sort=True):
+    series = []
+    workloads = table.groupby(keys, sort=True)
+    for label, workload in workloads:
+        name = " ".join(str(v) for v in (label if isinstance(label, tuple) else (label,))) if len(workloads) > 1 \
+            else ""
+        # Devices on one node, and workers over nodes: two curves, both from the 1 x 1 point.
+        series.append((f"{name} devices (1 node)".strip(), workload[workload["nodes"] == 1]))
+        if (workload["nodes"] > 1).any():
+            series.append((f"{name} nodes (1 device each)".strip(), workload[workload["devices_per_node"] == 1]))
+    for name, group in series:
         group = group.sort_values("workers")
-        name = " ".join(str(v) for v in (label if isinstance(label, tuple) else (label,)))
         for ax, metric in ((left, "scaling_efficiency"), (right, "energy_efficiency")):
             low, high = group.get(f"{metric}_ci95_low"), group.get(f"{metric}_ci95_high")
             errors = None
             if low is not None and low.notna().any():
                 errors = [(group[metric] - low).fillna(0).to_numpy(), (high - group[metric]).fillna(0).to_numpy()]
             ax.errorbar(group["workers"], group[metric], yerr=errors, marker="o", capsize=3, label=name)
-    for ax, title in ((left, "scaling efficiency (speed-up / workers)"),
-                      (right, "energy efficiency (J/sample at N / at 1)")):
+    for ax, title in ((left, "scaling efficiency\n(speed-up / workers)"),
+                      (right, "energy efficiency\n(J/sample at N / at 1)")):
         ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
         ax.set_xlabel("workers (devices per node x nodes)")
         ax.set_title(title)
         ax.set_xticks(sorted(table["workers"].unique()))
-    left.legend(fontsize=FOOTNOTE_PT)
+    fig.legend(*left.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=FOOTNOTE_PT)
     kinds = ", ".join(sorted(set(";".join(table["energy_kind"].dropna()).split(";")) - {""})) or "unknown"
     fig.supxlabel(f"energy: {kinds}, one reading per host; error bars: 95 % CI where n >= 3", fontsize=FOOTNOTE_PT)
+    if len(workloads) == 1:
+        fig.suptitle(" ".join(str(v) for v in next(iter(workloads))[0]), fontsize=FOOTNOTE_PT)
     fig.caption = "Scaling: efficiency of data-parallel workers against the same workload on one worker"
     return {"scaling": fig}
