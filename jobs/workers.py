@@ -323,3 +323,33 @@ def merge(workers: list, results: list) -> dict:
                           "launch": workers[0].get("launch")}
     return merged
 
+
+
+# --- one host's task of a multi-node OAR cell (launched on each host through oarsh) ---------------------------
+
+def main(argv: list | None = None) -> int:
+    """`python -m jobs.workers <cell folder> <rank> <hosts file>`: rank 0 runs the cell (its job merges the
+    workers), rank r > 0 its worker; one worker per host of the hosts file (one line per host, in order)."""
+    from jobs.records import update_status
+
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 3 or not argv[1].isdigit():
+        print("usage: python -m jobs.workers <cell folder> <rank> <hosts file>", file=sys.stderr)
+        return 2
+    cell_dir, rank = Path(argv[0]).resolve(), int(argv[1])
+    hosts = list(dict.fromkeys(line.strip() for line in Path(argv[2]).read_text().splitlines() if line.strip()))
+    cell = read_json(cell_dir / CELL_FILE)
+    job = os.environ.get("OAR_JOB_ID", "0")
+    workers = task_workers(int(cell["params"]["nodes"]), hosts, 1, job)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if rank == 0:
+        folder = cell_dir
+        env[TASKS_ENV] = json.dumps(workers)
+    else:
+        folder = prepare_worker(cell_dir, cell, workers[rank])
+        update_status(folder, "running", job_id=job, host=socket.gethostname())  # rank 0 waits for this job's
+    return subprocess.call([sys.executable, "-m", "jobs.run", str(folder)], env=env)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
