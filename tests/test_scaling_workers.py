@@ -33,7 +33,7 @@ defaults:
   warmup_iterations: 1
   iterations: {iterations}
 launcher: local
-timeout_s: 240
+timeout_s: 300
 energy:
   idle_s: 1
 """
@@ -59,13 +59,20 @@ def _sweep(tmp, name, backend, iterations=3):
 
 
 @pytest.fixture(scope="module")
-def tf_campaign(tmp_path_factory):
+def campaign(tmp_path_factory):
+    """One sweep, one TensorFlow and one JAX 2-worker cell (one CLI start, one collect for both)."""
     tmp = tmp_path_factory.mktemp("mw")
-    result = run_cli("sweep", _sweep(tmp, "mwtf", "tensorflow"), "--output", tmp / "out", timeout=240)
+    result = run_cli("sweep", _sweep(tmp, "mw", "tensorflow, jax"), "--output", tmp / "out", timeout=400)
     assert result.returncode == 0, result.stderr + result.stdout
-    root = tmp / "out" / "mwtf"
-    [cell] = (root / "cells").iterdir()
-    return root, cell, result.stdout
+    root = tmp / "out" / "mw"
+    cells = {read_json(c / "cell.json")["params"]["backend"]: c for c in (root / "cells").iterdir()}
+    return root, cells, result.stdout
+
+
+@pytest.fixture
+def tf_campaign(campaign):
+    root, cells, stdout = campaign
+    return root, cells["tensorflow"], stdout
 
 
 def test_two_tensorflow_workers_one_result(tf_campaign):
@@ -100,7 +107,8 @@ def test_one_host_is_metered_once(tf_campaign):
 
 def test_results_table_has_per_node_columns(tf_campaign):
     root, cell, stdout = tf_campaign
-    row = pd.read_csv(root / "results.csv").iloc[0]
+    table = pd.read_csv(root / "results.csv")
+    row = table[table["backend"] == "tensorflow"].iloc[0]
     assert (row["nodes"], row["workers"], row["hosts"], row["energy_nodes"]) == (2, 2, 1, 1)
     hostname = read_json(cell / "result.json")["host"]["hostname"]
     assert row["energy_per_node"].startswith(f"{hostname}: ") and "cpu codecarbon" in row["energy_per_node"]
@@ -108,11 +116,8 @@ def test_results_table_has_per_node_columns(tf_campaign):
     assert "scaling_efficiency" in stdout  # the sweep's closing lines hold the scaling table
 
 
-def test_jax_multi_process_cell(tmp_path):
-    result = run_cli("sweep", _sweep(tmp_path, "mwjax", "jax"), "--output", tmp_path / "out", timeout=240)
-    assert result.returncode == 0, result.stderr + result.stdout
-    [cell] = (tmp_path / "out" / "mwjax" / "cells").iterdir()
-    record = read_json(cell / "result.json")
+def test_jax_multi_process_cell(campaign):
+    record = read_json(campaign[1]["jax"] / "result.json")
     assert record["parallel"]["strategy"] == "keras.distribution.DataParallel"
     assert len(record["parallel"]["devices"]) == 2  # one CPU device in each of the two processes
     assert len(record["window"]["workers"]) == 2 and len(record["energy"]["nodes"]) == 1
