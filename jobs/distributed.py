@@ -13,7 +13,8 @@ replicas, so one step is the same update as on the whole global batch. The windo
 closes on `barrier()`, a collective over every worker, so every node meters the same interval.
 
 A worker's cell.json carries `worker`: {index, count, addresses (host:port, one per worker),
-coordinator, host, local_rank, meters}: jobs/workers.py writes it and runs the workers. Imports nothing from orchestrator/.
+coordinator, host, local_rank, meters}: jobs/workers.py writes it and runs the workers.
+Imports nothing from orchestrator/.
 """
 from __future__ import annotations
 

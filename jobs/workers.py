@@ -121,6 +121,15 @@ def _stop(processes: list) -> None:
             process.wait()
 
 
+def _settle_stopped(folders: list, why: str) -> None:
+    """A worker stopped in a collective (SIGKILLed after the grace) writes no status: say why it ended."""
+    from jobs.records import FINAL_STATES, update_status
+
+    for folder in folders:
+        if read_status(folder)["state"] not in FINAL_STATES:
+            update_status(folder, "failed", reason=f"stopped by its cell's job: {why}")
+
+
 def _how_it_ended(returncode: int) -> str:
     if returncode < 0:
         return f"was killed by {signal.Signals(-returncode).name}"
@@ -203,6 +212,10 @@ def run_rank0(cell: dict, cell_dir: Path, workers: list, python: str = sys.execu
             if process.returncode == 0 and all(state == "done" for state in states):
                 break
             time.sleep(poll_s)
+    except BaseException as exc:
+        _stop([process])
+        _settle_stopped(folders[:1], f"{type(exc).__name__}: {exc}")
+        raise
     finally:
         _stop([process])
     return merge(workers, [read_json(folder / RESULT_FILE) for folder in folders])
@@ -234,6 +247,10 @@ def run_loopback(cell: dict, cell_dir: Path, python: str = sys.executable) -> di
         for index, (folder, process) in enumerate(zip(folders, processes)):
             if process.returncode != 0:
                 raise WorkerFailed(_failure(index, folder, process))
+    except BaseException as exc:
+        _stop(processes)
+        _settle_stopped(folders, f"{type(exc).__name__}: {exc}")
+        raise
     finally:
         _stop(processes)
     return merge(workers, [read_json(folder / RESULT_FILE) for folder in folders])
@@ -284,7 +301,8 @@ def merge_energy(hosts: list, samples: int, co2: dict | None, expected_hosts: li
         net = sum(nets) if all(n is not None for n in nets) else None
         net_per_sample = net / samples if net is not None and samples else None
     if co2 is not None:
-        co2 = {**co2, "grams": None if total is None else total / 3.6e6 * co2["pue"] * co2["carbon_intensity_g_per_kwh"]}
+        grams = None if total is None else total / 3.6e6 * co2["pue"] * co2["carbon_intensity_g_per_kwh"]
+        co2 = {**co2, "grams": grams}
     systematic = [(h.get("uncertainty") or {}).get("systematic_rel") for h in hosts]
     uncertainty = ({"systematic_rel": max(systematic), "by_host": {h["host"]: h.get("uncertainty") for h in hosts}}
                    if systematic and all(isinstance(v, (int, float)) for v in systematic) else None)

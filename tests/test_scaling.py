@@ -74,7 +74,8 @@ def _rows():
                          "batch_scaling": "weak", "per_device_batch": 8, "batch_size": 8 * devices * nodes,
                          "devices_per_node": devices, "nodes": nodes, "repetition": rep, "state": "done",
                          "window_s": 2.0, "throughput_samples_per_s": t, "energy_per_sample_j": j,
-                         "energy_total_j": j * 2.0 * t, "energy_kind": "measured", "hosts": 1, "trainable_params": 69251,
+                         "energy_total_j": j * 2.0 * t, "energy_kind": "measured", "hosts": 1,
+                         "trainable_params": 69251,
                          "energy_nodes_json": '[{"host": "h", "joules": 5.0, "sources": {"cpu": "rapl"}}]'})
     return rows
 

@@ -62,7 +62,8 @@ def test_two_task_cell_through_slurm(sweep_file, tmp_path):
     [cell] = (campaign / "cells").iterdir()
     record = read_json(cell / "result.json")
     assert record["status"] == "done"
-    assert record["parallel"]["strategy"] == "CollectiveAllReduceStrategy" and record["parallel"]["replicas_in_sync"] == 2
+    assert record["parallel"]["strategy"] == "CollectiveAllReduceStrategy"
+    assert record["parallel"]["replicas_in_sync"] == 2
     assert record["parallel"]["launch"] == "tasks"
     # Worker 1 ran as the job's second task (its own status says so), worker 0 under the first task's job.
     assert read_json(cell / "workers" / "1" / "status.json")["job_id"] == read_json(cell / "status.json")["job_id"]
