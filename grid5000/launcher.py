@@ -369,6 +369,28 @@ class OarLauncher(Launcher):
             directory=str(folder), project=self.options.project, name=f"bt-{cell.id}",
             command=str(folder / JOB_SCRIPT))
 
+    @staticmethod
+    def per_node_lines(folder: Path, python: str, code: Path, nodes: int) -> list:
+        """scale (#15): job-script lines of a `nodes: N` cell: one `jobs.workers` task per host of $OAR_NODEFILE
+        (rank 0 on the first, here), the others started through oarsh, OAR's own remote shell (the job's
+        cgroups, no ssh keys). Quoted twice where a remote shell parses them again. Replaces the job's
+        `python -m jobs.run` line when wired into job_script (not yet: see docs/scaling.md)."""
+        q = shlex.quote
+        hosts = str(folder / "hosts")
+        remote = ["cd", q(str(folder)), "&&", "env", f"PYTHONPATH={q(str(code))}", q(python), "-m", "jobs.workers",
+                  q(str(folder))]
+        return [
+            f"sort -u \"$OAR_NODEFILE\" > {q(hosts)}",
+            f"if [ \"$(wc -l < {q(hosts)})\" -ne {int(nodes)} ]; then echo \"OAR gave $(wc -l < {q(hosts)}) host(s),"
+            f" the cell needs {int(nodes)}\" >> {LOG_FILE}; exit 96; fi",
+            "rank=1",
+            f"for host in $(tail -n +2 {q(hosts)}); do",
+            f"  oarsh \"$host\" {' '.join(q(t) for t in remote)} \"$rank\" {q(q(hosts))} >> {LOG_FILE} 2>&1 &",
+            "  rank=$((rank + 1))",
+            "done",
+            f"{q(python)} -m jobs.workers {q(str(folder))} 0 {q(hosts)} >> {LOG_FILE} 2>&1 &",
+        ]
+
     def job_script(self, cell, folder: Path, code: Path = ROOT) -> str:
         node = node_types()[cell.node_type]
         # Defense in depth (the sweep's values are checked at load): nothing may end a line of the script.

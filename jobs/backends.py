@@ -228,7 +228,7 @@ def _jax_step(model, phase, x, y, execution, learning_rate) -> Step:
         return [next(it_live) if is_live else next(it_dead) for is_live in order]
 
     if phase == "inference":
-        def fn(state):
+        def fn(state, x, y):
             live_values, dead_values, non_trainable = state
             out, non_trainable = model.stateless_call(merge(live_values, dead_values), non_trainable, x,
                                                       training=False)
@@ -239,7 +239,7 @@ def _jax_step(model, phase, x, y, execution, learning_rate) -> Step:
         optimizer = _optimizer(learning_rate)
         optimizer.build(live)
 
-        def loss_fn(live_values, dead_values, non_trainable, optimizer_values):
+        def loss_fn(live_values, dead_values, non_trainable, optimizer_values, x, y):
             out, non_trainable = model.stateless_call(merge(live_values, dead_values), non_trainable, x,
                                                       training=False)
             loss = sum_squared_error(out, y)
@@ -249,9 +249,10 @@ def _jax_step(model, phase, x, y, execution, learning_rate) -> Step:
 
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-        def fn(state):
+        def fn(state, x, y):
             live_values, dead_values, non_trainable, optimizer_values = state
-            (_, (loss, non_trainable)), grads = grad_fn(live_values, dead_values, non_trainable, optimizer_values)
+            (_, (loss, non_trainable)), grads = grad_fn(live_values, dead_values, non_trainable, optimizer_values,
+                                                        x, y)
             live_values, optimizer_values = optimizer.stateless_apply(optimizer_values, grads, live_values)
             return loss, (live_values, dead_values, non_trainable, optimizer_values)
 
@@ -264,8 +265,8 @@ def _jax_step(model, phase, x, y, execution, learning_rate) -> Step:
         state = jax.tree_util.tree_map(lambda a: a.copy(), state)
     holder = {"state": state}
 
-    def run():
-        out, holder["state"] = fn(holder["state"])
+    def run():  # the batch is an argument, never a closed-over constant: a sharded multi-process array must be
+        out, holder["state"] = fn(holder["state"], x, y)
         return out
 
     def sync():

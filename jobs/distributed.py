@@ -4,7 +4,7 @@
   CPU node: the test machine's case), `MultiWorkerMirroredStrategy` over several workers
   (TF_CONFIG from the worker record the launcher wrote).
 - JAX: `keras.distribution.DataParallel` over the node's devices (XLA host devices on a CPU node);
-  several processes join through `jax.distributed.initialize` on GPU nodes.
+  several processes join through `jax.distributed.initialize` (gloo collectives on CPU nodes).
 - PyTorch: refused at validation: Keras 3 has no data-parallel distribution for it.
 
 The training step is the single-device step's (same loss, same optimizer, BatchNorm frozen),
@@ -13,7 +13,8 @@ replicas, so one step is the same update as on the whole global batch. The windo
 closes on `barrier()`, a collective over every worker, so every node meters the same interval.
 
 A worker's cell.json carries `worker`: {index, count, addresses (host:port, one per worker),
-coordinator}. Imports nothing from orchestrator/.
+coordinator, host, local_rank, meters}: jobs/workers.py writes it and runs the workers.
+Imports nothing from orchestrator/.
 """
 from __future__ import annotations
 
@@ -42,9 +43,9 @@ def refusal(backend: str, devices: int, nodes: int, has_gpus: bool) -> str | Non
     if backend == "tensorflow" and nodes > 1 and devices > 1 and not has_gpus:
         return ("MultiWorkerMirroredStrategy uses one CPU device per worker: on a CPU node type use "
                 "devices_per_node: 1 with several nodes")
-    if backend == "jax" and nodes > 1 and not has_gpus:
-        return ("JAX multi-process collectives are set up for GPU nodes only (CPU processes would need "
-                "gloo collectives): use tensorflow for multi-worker cells on CPU nodes")
+    if backend == "jax" and nodes > 1 and devices > 1 and not has_gpus:
+        return ("JAX multi-process on CPU uses one CPU device per process (gloo collectives): on a CPU node "
+                "type use devices_per_node: 1 with several nodes")
     return None
 
 
@@ -168,7 +169,19 @@ class _TensorFlow:
 
         if execution != "eager":
             run = tf.function(run, jit_compile=(execution == "xla"))
-        return backends.Step(run, tf.test.experimental.sync_devices, "tensorflow", execution)
+        if self.worker["count"] == 1:
+            return backends.Step(run, tf.test.experimental.sync_devices, "tensorflow", execution)
+        last = {}
+
+        def step():
+            last["out"] = run()
+            return last["out"]
+
+        def sync():  # sync_devices needs a single-client context: fetching the step's output waits for it instead
+            if "out" in last:
+                last["out"].numpy()
+
+        return backends.Step(step, sync, "tensorflow", execution)
 
     def record(self) -> dict:
         return {"strategy": type(self.strategy).__name__, "replicas_in_sync": self.replicas,
@@ -185,6 +198,8 @@ class _Jax:
 
         self.jax, self.worker, self.params = jax, worker, params
         if worker["count"] > 1:
+            if not has_gpus:  # CPU processes all-reduce through gloo (GPUs through NCCL, the default)
+                jax.config.update("jax_cpu_collectives_implementation", "gloo")
             jax.distributed.initialize(coordinator_address=worker["coordinator"], num_processes=worker["count"],
                                        process_id=worker["index"])
         devices = params["devices_per_node"]

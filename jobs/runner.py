@@ -122,6 +122,10 @@ def run_cell(cell: dict, cell_dir: Path) -> dict:
     from jobs import backends
 
     params = cell["params"]
+    from jobs import workers  # scale: a multi-worker cell's job spawns its workers and merges their results
+
+    if workers.spawns_workers(cell):
+        return workers.run_workers(cell, cell_dir)
     # First, before anything imports Keras: Keras picks its backend once, at import.
     backend = params.get("backend", backends.DEFAULT_BACKEND)
     from jobs import distributed  # scale: data parallel (None for an unscaled cell)
@@ -152,7 +156,8 @@ def run_cell(cell: dict, cell_dir: Path) -> dict:
                            "allocation (CUDA_VISIBLE_DEVICES); refusing to report CPU numbers as GPU ones")
 
     clock = time.perf_counter()
-    meters = build_meters(cell_dir, cell, config)
+    # scale: one reading per host, by its first worker; the others run no meters
+    meters = build_meters(cell_dir, cell, config) if workers.meters_here(cell) else workers.unmetered(cell)
     timings["meters_setup_s"] = time.perf_counter() - clock
     evidence = CellEvidence(cell, meters)  # evidence (#14): load, knobs, trace, state
     try:
@@ -161,8 +166,12 @@ def run_cell(cell: dict, cell_dir: Path) -> dict:
         _phase(cell_dir, "idle")
         evidence.cool_down(Path(cell_dir).parent.parent)  # evidence (#14): bounded, to the idle baseline's temperatures
         clock = time.perf_counter()
-        idle = idle_baseline(meters, Path(cell_dir).parent.parent, config["idle_s"], config["idle_reuse_s"],
-                             cell["id"])
+        if parallel is not None:  # scale: every worker of the host is idle while its baseline is measured
+            parallel.barrier()
+        idle = idle_baseline(meters, Path(cell.get("campaign_dir") or Path(cell_dir).parent.parent),  # scale
+                             config["idle_s"], config["idle_reuse_s"], cell["id"])
+        if parallel is not None:  # scale
+            parallel.barrier()
         timings["idle_s"] = time.perf_counter() - clock
         evidence.begin()  # evidence (#14): knobs set, trace recording starts (warm-up is its front margin)
 

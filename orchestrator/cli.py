@@ -171,6 +171,10 @@ def sweep_summary(collected, root) -> str:
     lines = ["summary: " + (", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no cells")]
     lines += [f"note: {note}" for note in collected.notes]
     lines += [f"problem: {problem}" for problem in collected.problems]
+    if getattr(collected, "scaling", None) is not None:  # scale (#15): a scaled campaign's scaling table
+        from orchestrator.scaling import SCALING_FILE, format_table
+
+        lines += [f"scaling ({root / SCALING_FILE}):", format_table(collected.scaling)]
     lines.append(f"next: benchmark-tracker report {root}")
     return "\n".join(lines)
 

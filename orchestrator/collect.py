@@ -27,9 +27,11 @@ from orchestrator.errors import UserError
 from orchestrator.intervals import t_interval  # noqa: F401  (re-exported: older callers import it from here)
 
 GROUP_KEYS = ["test", "subtest", "phase", "node_type", "precision", "execution", "batch_size", "input_shape",
-              "backend", "budget_j", "train_fraction"]  # the last two: fit cells only (empty elsewhere)
+              "backend", "budget_j", "train_fraction",  # these two: fit cells only (empty elsewhere)
+              "devices_per_node", "nodes"]  # scale (#15): scaled sweeps only (empty elsewhere)
 PARAM_COLUMNS = ["test", "subtest", "phase", "node_type", "backend", "repetition", "task", "batch_size", "input_shape",
                  "precision", "execution", "warmup_iterations", "duration_s", "iterations", "seed"]
+SCALE_COLUMNS = ("devices_per_node", "nodes", "batch_scaling", "per_device_batch")  # scale (#15)
 DOMAINS = ("cpu", "gpu", "ram")
 EXTERNAL = ("wattmeter", "pdu", "bmc")
 MANIFEST_FILE = "manifest.json"
@@ -43,6 +45,7 @@ class Collected:
     problems: list = field(default_factory=list)
     factors: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
+    scaling: pd.DataFrame | None = None  # scale (#15): scaling.csv, for scaled campaigns only
 
 
 def _param_values(params: dict) -> dict:
@@ -52,6 +55,7 @@ def _param_values(params: dict) -> dict:
     if isinstance(row["input_shape"], list):
         row["input_shape"] = "x".join(map(str, row["input_shape"]))
     row.update(fit_param_values(params))
+    row.update({key: params.get(key) for key in SCALE_COLUMNS})  # scale (#15)
     return row
 
 
@@ -158,6 +162,10 @@ def result_row(result: dict) -> dict:
     })
     if result.get("fit") is not None or result.get("data") is not None:
         row.update(fit_columns(result))
+    if result.get("parallel") is not None:  # scale (#15): workers, hosts, per-node energy, window skew
+        from orchestrator.scaling import parallel_columns
+
+        row.update(parallel_columns(result))
     for name in DOMAINS:
         domain = _dict(_dict(energy.get("domains")).get(name))
         row[f"energy_{name}_j"] = domain.get("joules")
@@ -361,6 +369,10 @@ def campaign_notes(results: pd.DataFrame) -> list:
             else []
         notes.append(f"invalid energy: {len(invalid)} cell(s) left out of summaries (--include-invalid keeps "
                      f"them)" + (f": {'; '.join(reasons[:3])}" if reasons else ""))
+    incomplete = done[done["energy_kind"] == "incomplete"] if "energy_kind" in done else done.iloc[0:0]
+    if len(incomplete):  # scale (#15): never a silent partial sum
+        notes.append(f"incomplete energy: {len(incomplete)} multi-node cell(s) miss a node's reading; they have "
+                     "no energy total and count in no energy statistic")
     keys = [k for k in GROUP_KEYS if k in done]
     if len(done) and keys:
         sizes = done.fillna({k: "" for k in keys}).groupby(keys, dropna=False).size()
@@ -417,5 +429,10 @@ def collect(campaign_root: Path, pue: float | None = None, carbon_intensity_g_pe
     atomic_write(root / "results.parquet", lambda p: parquet_safe(results).to_parquet(p, index=False))
     atomic_write(root / "summary.csv", lambda p: summary.to_csv(p, index=False))
     atomic_write_text(root / "problems.json", json.dumps(problems, indent=2))
+    from orchestrator.scaling import SCALING_FILE, scaling_table  # scale (#15)
+
+    scaling = scaling_table(results)
+    if len(scaling):
+        atomic_write(root / SCALING_FILE, lambda p: scaling.to_csv(p, index=False))
     return Collected(results, summary, problems, factors_in_use(results) if len(results) else {},
-                     campaign_notes(results))
+                     campaign_notes(results), scaling if len(scaling) else None)

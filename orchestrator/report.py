@@ -281,6 +281,9 @@ def make_report(campaign: str | Path, out: Path | None = None, include_pue: bool
     figures = build_figures(data.stats, include_pue=include_pue)
     figures.update(trace_figures(data))
     figures.update(fit_figures)
+    from orchestrator.scaling import scaling_figures  # scale (#15): efficiency against workers
+
+    figures.update(scaling_figures(data.results))
     captions = {name: getattr(fig, "caption", name) for name, fig in figures.items()}
     try:
         figure_paths = write_figures(figures, out / "figures")

@@ -129,14 +129,41 @@ def check(spec, cells: list, launcher: str) -> None:
             if p["devices_per_node"] * p["nodes"] > max(cores, node_types()[p["node_type"]].gpu_count):
                 refuse(f"{_where_value(spec, 'nodes', p['nodes'])}: {p['nodes']} loopback workers x "
                        f"{p['devices_per_node']} devices exceed this machine's {cores} cores")
-        if p["nodes"] > 1 and launcher == "local":  # the loopback worker launch is not written yet
-            refuse(f"{_where_value(spec, 'nodes', p['nodes'])}: the local launcher does not run multi-worker cells "
-                   "yet (N loopback workers: see docs/scaling.md)")
         if p["nodes"] > 1 and launcher == "oar":
             refuse(f"{_where_value(spec, 'nodes', p['nodes'])}: the OAR launcher does not run multi-node cells yet "
                    "(nodes=N with a per-node launch through oarsh: see docs/scaling.md)")
         if p["nodes"] > 1 and launcher == "slurm":
-            refuse(f"{_where_value(spec, 'nodes', p['nodes'])}: the Slurm launcher does not run multi-node cells yet "
-                   "(see docs/scaling.md)")
+            per = slurm_tasks_per_node(spec)
+            node = node_types()[p["node_type"]]
+            cores = int(node.extra.get("cpu_cores") or 0)
+            if p["nodes"] % per:
+                refuse(f"{_where_value(spec, 'nodes', p['nodes'])}: {p['nodes']} workers do not fill Slurm nodes of "
+                       f"slurm.ntasks_per_node: {per} tasks evenly")
+            elif node.gpu_count and p["devices_per_node"] * per > node.gpu_count:
+                refuse(f"{_where_value(spec, 'nodes', p['nodes'])}: {per} task(s) per node x {p['devices_per_node']} "
+                       f"GPU(s) each exceed node type {p['node_type']}'s {node.gpu_count} GPUs")
+            elif cores and per > cores:
+                refuse(f"{_where_value(spec, 'nodes', p['nodes'])}: {per} tasks per node exceed node type "
+                       f"{p['node_type']}'s {cores} cores")
     if lines:
         raise UserError(f"invalid sweep {spec.path}", lines)
+
+
+# --- Slurm: one task per worker, in one srun step -----------------------------------------------------------
+
+def slurm_tasks_per_node(spec) -> int:
+    """Workers per Slurm node: the sweep's `slurm.ntasks_per_node` (default 1: one worker owns a node's devices)."""
+    value = (spec.sweep.slurm or {}).get("ntasks_per_node") if hasattr(spec.sweep, "slurm") else None
+    return int(value) if isinstance(value, int) and value > 0 else 1
+
+
+def slurm_layout(params: dict, tasks_per_node: int, gpu_count: int) -> dict:
+    """The sbatch layout of one cell: {} for a one-worker cell, else --nodes, --ntasks-per-node (and
+    --gpus-per-node on GPU nodes). `nodes: N` is N workers; a Slurm node holds `tasks_per_node` of them."""
+    workers = int(params.get("nodes") or 1)
+    if workers <= 1:
+        return {}
+    layout = {"nodes": workers // tasks_per_node, "ntasks_per_node": tasks_per_node}
+    if gpu_count:
+        layout["gpus_per_node"] = int(params["devices_per_node"]) * tasks_per_node
+    return layout

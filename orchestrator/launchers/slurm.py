@@ -102,6 +102,7 @@ class SlurmOptions(SlurmResources):
     """The sweep's `slurm:` section."""
 
     array_parallelism: PositiveInt = 8
+    ntasks_per_node: PositiveInt | None = None  # scale (#15): workers per node of a multi-worker cell (default 1)
     max_array_size: PositiveInt | None = None   # below the site's MaxArraySize, never above
     use_arrays: StrictBool = True
     max_retries: NonNegativeInt | None = None      # default: the sweep's max_retries
@@ -196,7 +197,11 @@ class SlurmLauncher(Launcher):
         return merged
 
     def signature(self, cell) -> Signature:
-        return Signature(tuple(sorted(self.resources(cell.node_type).items())))
+        from orchestrator import scale  # scale (#15): a multi-worker cell's nodes and tasks are part of it
+
+        layout = scale.slurm_layout(cell.params, self.options.ntasks_per_node or 1,
+                                    node_types()[cell.node_type].gpu_count)
+        return Signature(tuple(sorted({**self.resources(cell.node_type), **layout}.items())))
 
     def sbatch_parameters(self, signature: Signature, job_name: str, code: Path, workdir: Path) -> dict:
         r = signature.params
@@ -208,7 +213,9 @@ class SlurmLauncher(Launcher):
         params = {
             "job_name": job_name,
             "time": slurm_time(r["time_limit_min"]),
-            "nodes": 1,
+            "nodes": r.get("nodes", 1),  # scale (#15): with ntasks_per_node, one srun step runs a task per worker
+            "ntasks_per_node": r.get("ntasks_per_node"),
+            "gpus_per_node": r.get("gpus_per_node"),
             "partition": r.get("partition"),
             "constraint": r.get("constraint"),
             "gres": r.get("gres"),
@@ -288,11 +295,12 @@ class SlurmLauncher(Launcher):
     def _test_only(self, signature: Signature, node_type: str) -> None:
         """`sbatch --test-only`: an unknown partition, constraint, account... stops the sweep before anything."""
         r = signature.params
-        args = ["sbatch", "--test-only", "--nodes=1", f"--time={slurm_time(r['time_limit_min'])}",
+        args = ["sbatch", "--test-only", f"--nodes={r.get('nodes', 1)}", f"--time={slurm_time(r['time_limit_min'])}",
                 "--job-name=bt-check", "--output=/dev/null"]
         for key, flag in (("partition", "--partition"), ("constraint", "--constraint"), ("gres", "--gres"),
                           ("gpus", "--gpus"), ("qos", "--qos"), ("account", "--account"),
-                          ("cpus_per_task", "--cpus-per-task")):
+                          ("cpus_per_task", "--cpus-per-task"), ("ntasks_per_node", "--ntasks-per-node"),
+                          ("gpus_per_node", "--gpus-per-node")):
             if r.get(key) is not None:
                 args.append(f"{flag}={r[key]}")
         if r.get("mem_gb") is not None:
@@ -358,7 +366,8 @@ class SlurmLauncher(Launcher):
             record = {"token": token, "job_name": f"bt-{token}", "cells_root": str(campaign.cells_dir),
                       "cells": [c.id for c in chunk], "python": self.python, "code": str(code),
                       "energy_accounting": energy, "time_limit_min": slurm_time(signature.params["time_limit_min"]),
-                      "signature": signature.describe(), "created_at": now_iso(), "created": time.time(),
+                      "signature": signature.describe(), "created_at": now_iso(),
+                      "ntasks_per_node": signature.params.get("ntasks_per_node"),  # scale (#15) "created": time.time(),
                       "state": "submitting", "job_id": None, "host": socket.gethostname(), "pid": os.getpid()}
             atomic_write_json(record_path, record)  # first: from here on, a crash is recoverable
             array = len(chunk) > 1

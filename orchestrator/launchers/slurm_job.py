@@ -137,6 +137,29 @@ def guard_command(python: str, cell_dir: Path, energy_accounting: bool) -> list:
     return command
 
 
+def task_worker(cell_dir: Path, tasks_per_node: int) -> tuple:
+    """scale (#15): this task's place in a multi-task step (one task per worker of the cell).
+
+    Returns (folder to run, extra environment). One task: the cell itself. Several: rank 0 runs the cell
+    (its job merges the workers, told who they are by BENCHMARK_TRACKER_WORKERS); rank r > 0 runs its
+    worker folder. Ranks, task count and hostnames from submitit's JobEnvironment; the coordinator is the
+    allocation's first host.
+    """
+    import submitit
+
+    from jobs.workers import TASKS_ENV, prepare_worker, task_workers
+
+    job = submitit.JobEnvironment()
+    if job.num_tasks <= 1:
+        return cell_dir, {}
+    workers = task_workers(job.num_tasks, job.hostnames, tasks_per_node, job_id_from_env())
+    if job.global_rank == 0:
+        import json
+
+        return cell_dir, {TASKS_ENV: json.dumps(workers)}
+    return prepare_worker(cell_dir, read_json(cell_dir / "cell.json"), workers[job.global_rank]), {}
+
+
 def run_task(submission_file: str) -> int:
     """Entry point of one submitit task (one cell): pick the cell, hand it to the guard, wait for it.
 
@@ -154,7 +177,8 @@ def run_task(submission_file: str) -> int:
         print(f"[slurm] cell {cell_dir.name} is {status['state']} (submission {status.get('submission')}): "
               "not running it", file=sys.stderr)
         return 0  # cancelled before it started, or superseded by a later submission
-    env = dict(os.environ, PYTHONUNBUFFERED="1", BENCHMARK_TRACKER_JOB_ID=job_id_from_env(),
+    cell_dir, worker_env = task_worker(cell_dir, submission.get("ntasks_per_node") or 1)  # scale (#15)
+    env = dict(os.environ, **worker_env, PYTHONUNBUFFERED="1", BENCHMARK_TRACKER_JOB_ID=job_id_from_env(),
                BENCHMARK_TRACKER_TIME_LIMIT_MIN=str(submission.get("time_limit_min") or ""),
                PYTHONPATH=os.pathsep.join(filter(None, [submission["code"], os.environ.get("PYTHONPATH")])))
     with open(cell_dir / LOG_FILE, "ab") as log:

@@ -1,0 +1,376 @@
+"""Multi-worker cells: one cell, N worker processes, one result.
+
+A cell with `nodes: N > 1` is N *workers*: data-parallel processes joined by the framework's
+collectives (TensorFlow MultiWorkerMirroredStrategy over TF_CONFIG, JAX `jax.distributed`).
+Where they run is the launcher's business; how they run is this module's:
+
+- **loopback** (the local launcher, one multi-GPU workstation, the tests): the cell's job
+  (`python -m jobs.run <cell>`, under its guard) becomes the workers' *coordinator*: it spawns
+  the N workers itself, each `python -m jobs.run <cell>/workers/<i>` with its worker record
+  (rank, addresses on 127.0.0.1, coordinator address) in its own cell.json. They stay in the
+  job's process group (the guard's and the launcher's kill reach them all) and die with it
+  (PR_SET_PDEATHSIG), so none outlives the cell. The first worker to fail fails the whole cell
+  with its reason (which worker, which signal or error, in which phase); the others are stopped.
+- **scheduler tasks** (Slurm: one srun step, one task per worker): each task runs its worker in
+  place (`worker_from_tasks`), and the task of rank 0 merges the results once all have written one.
+
+Energy: a host's meters count the whole host, so only the **first worker of each host** meters it
+(and measures its idle baseline); the host's other workers run unmetered. The cell's energy is one
+reading per host, never one host twice: on the loopback launch, `nodes: 2` is two workers on one
+host and one host reading. A host whose reading is missing makes the total `incomplete` (no sum).
+
+The window opens and closes on a barrier across all workers; each worker's window start/end is
+kept, with the skew between workers. Imports nothing from orchestrator/.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from jobs.records import (CELL_FILE, GUARDED_ENV, LOG_FILE, RESULT_FILE, atomic_write_json, log_tail, read_json, read_phase,
+                          read_status, write_phase)
+
+WORKER_KEY = "worker"
+WORKERS_DIR = "workers"
+STOP_GRACE_S = 3.0  # a worker left in a collective whose peer died never returns to Python: kill it
+POLL_S = 0.2
+# Keys of a worker's result.json that belong to the worker's record, not to the cell's measurement.
+_RECORD_KEYS = ("schema_version", "cell_id", "campaign", "params", "started_at", "status", "error", "finished_at",
+                "job_wall_s", "shared_node")
+
+
+class WorkerFailed(RuntimeError):
+    """One worker of a multi-worker cell failed: the whole cell fails with this reason."""
+
+
+def spawns_workers(cell: dict) -> bool:
+    """Whether this job is a multi-worker cell's coordinator (it has no worker record of its own)."""
+    return int(cell["params"].get("nodes", 1)) > 1 and WORKER_KEY not in cell
+
+
+def meters_here(cell: dict) -> bool:
+    """Whether this process meters its host: every unscaled or one-worker cell, else each host's first worker."""
+    return (cell.get(WORKER_KEY) or {}).get("meters", True)
+
+
+def unmetered(cell: dict):
+    """The meters of a worker that shares its host with the host's metering worker: none, and it says so."""
+    from jobs.meters import MeterSet
+
+    worker = cell[WORKER_KEY]
+    return MeterSet([], [f"worker {worker['index']} runs unmetered: {worker.get('host')} is metered once, by its "
+                         "first worker"])
+
+
+def _free_ports(count: int) -> list:
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def loopback_workers(count: int) -> list:
+    """Worker records for `count` workers on this host, on free loopback ports; worker 0 meters the host."""
+    ports = _free_ports(count + 1)
+    addresses = [f"127.0.0.1:{port}" for port in ports[:count]]
+    host = socket.gethostname()
+    return [{"index": i, "count": count, "addresses": addresses, "coordinator": f"127.0.0.1:{ports[count]}",
+             "host": host, "local_rank": i, "meters": i == 0, "launch": "loopback"} for i in range(count)]
+
+
+def worker_cell(cell: dict, worker: dict, campaign_dir: Path) -> dict:
+    """A worker's own cell.json: the cell, its worker record, and (unmetered) no idle baseline of its own."""
+    energy = dict(cell["energy"])
+    if not worker["meters"]:
+        energy["idle_s"] = 0  # the host's metering worker measures it, while this one waits on the barrier
+    return {**cell, "energy": energy, WORKER_KEY: worker, "campaign_dir": str(campaign_dir)}
+
+
+def _die_with_parent() -> None:
+    """In the worker, before exec: SIGKILL when the coordinator dies, whatever killed it (Linux prctl)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass  # not Linux: the coordinator's own finally still stops its workers
+
+
+def _stop(processes: list) -> None:
+    """SIGTERM every worker still running (each records why), SIGKILL after a grace period."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _settle_stopped(folders: list, why: str) -> None:
+    """A worker stopped in a collective (SIGKILLed after the grace) writes no status: say why it ended."""
+    from jobs.records import FINAL_STATES, update_status
+
+    for folder in folders:
+        if read_status(folder)["state"] not in FINAL_STATES:
+            update_status(folder, "failed", reason=f"stopped by its cell's job: {why}")
+
+
+def _how_it_ended(returncode: int) -> str:
+    if returncode < 0:
+        return f"was killed by {signal.Signals(-returncode).name}"
+    return f"exited with status {returncode}"
+
+
+def _failure(index: int, folder: Path, process) -> str:
+    phase = (read_phase(folder) or {}).get("phase", "start-up")
+    reason = read_status(folder).get("reason")
+    where = f"during its {phase}" if phase != "window" else "mid-window"
+    text = f"worker {index} (pid {process.pid}) {_how_it_ended(process.returncode)} {where}"
+    if reason:
+        text += f": {reason}"
+    elif process.returncode > 0:
+        text += f"; its log ends: {log_tail(folder / LOG_FILE, 5)}"
+    return text + "; the whole cell fails (its other workers were stopped)"
+
+
+TASKS_ENV = "BENCHMARK_TRACKER_WORKERS"  # the workers of a scheduler's multi-task step, for its rank 0
+
+
+def run_workers(cell: dict, cell_dir: Path) -> dict:
+    """A multi-worker cell's job: rank 0 of a scheduler's tasks (their records in TASKS_ENV), else loopback."""
+    tasks = os.environ.get(TASKS_ENV)
+    if tasks:
+        return run_rank0(cell, Path(cell_dir), json.loads(tasks))
+    return run_loopback(cell, cell_dir)
+
+
+def task_workers(count: int, hostnames: list, tasks_per_node: int, job_id: str) -> list:
+    """Worker records of a scheduler step: task i on hostnames[i // tasks_per_node] (block distribution, Slurm's
+    default); the first task of each host meters it; ports derived from the job id, the same in every task."""
+    digits = "".join(ch for ch in str(job_id) if ch.isdigit()) or "0"
+    base = 20000 + (int(digits) * 7) % 30000
+    hosts = [hostnames[i // tasks_per_node] for i in range(count)]
+    addresses = [f"{host}:{base + i}" for i, host in enumerate(hosts)]
+    return [{"index": i, "count": count, "addresses": addresses, "coordinator": f"{hosts[0]}:{base + count}",
+             "host": hosts[i], "local_rank": i % tasks_per_node, "meters": i % tasks_per_node == 0,
+             "launch": "tasks", "job": str(job_id)} for i in range(count)]
+
+
+def prepare_worker(cell_dir: Path, cell: dict, worker: dict) -> Path:
+    """Write a worker's folder (its cell.json; no earlier attempt's result) and return it."""
+    folder = Path(cell_dir) / WORKERS_DIR / str(worker["index"])
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in (RESULT_FILE, "status.json", "phase.json"):  # an earlier attempt's, never read as this one's
+        (folder / stale).unlink(missing_ok=True)
+    atomic_write_json(folder / CELL_FILE, worker_cell(cell, worker, Path(cell_dir).parent.parent))
+    return folder
+
+
+def _spawn(python: str, folder: Path, env: dict):
+    # A worker has no guard of its own (this job's guard owns the cell): it writes its own final status.
+    env = {k: v for k, v in env.items() if k != GUARDED_ENV}
+    with open(folder / LOG_FILE, "ab") as log:
+        # Same process group as this job: a kill of the group (guard, launcher, scancel) takes them all.
+        return subprocess.Popen([python, "-m", "jobs.run", str(folder)], cwd=folder, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+
+
+def run_rank0(cell: dict, cell_dir: Path, workers: list, python: str = sys.executable,
+              poll_s: float = 0.5) -> dict:
+    """Rank 0 of a multi-task step: run worker 0 here, wait for every task's worker (their folders, this job's
+    statuses), merge. The first failed worker fails the cell with its reason."""
+    env = {k: v for k, v in os.environ.items() if k not in (TASKS_ENV, "TF_CONFIG")}
+    folders = [Path(cell_dir) / WORKERS_DIR / str(w["index"]) for w in workers]
+    process = _spawn(python, prepare_worker(cell_dir, cell, workers[0]), env)
+    try:
+        while True:
+            if process.poll() is not None and process.returncode != 0:
+                raise WorkerFailed(_failure(0, folders[0], process))
+            states = []
+            for worker, folder in zip(workers[1:], folders[1:]):
+                status = read_status(folder)
+                if status.get("job_id", "").split("_")[0].split(".")[0] != worker["job"].split("_")[0]:
+                    states.append("waiting")  # not started yet in this job (an older attempt's status)
+                    continue
+                if status["state"] == "failed":
+                    raise WorkerFailed(f"worker {worker['index']} on {worker['host']} failed: {status.get('reason')}; "
+                                       "the whole cell fails")
+                states.append(status["state"])
+            if process.returncode == 0 and all(state == "done" for state in states):
+                break
+            time.sleep(poll_s)
+    except BaseException as exc:
+        _stop([process])
+        _settle_stopped(folders[:1], f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        _stop([process])
+    return merge(workers, [read_json(folder / RESULT_FILE) for folder in folders])
+
+
+def run_loopback(cell: dict, cell_dir: Path, python: str = sys.executable) -> dict:
+    """The coordinator of a loopback multi-worker cell: spawn, watch, merge; the first failure fails all."""
+    cell_dir = Path(cell_dir)
+    workers = loopback_workers(int(cell["params"]["nodes"]))
+    folders, processes = [], []
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("TF_CONFIG", None)
+    try:
+        for worker in workers:
+            folder = prepare_worker(cell_dir, cell, worker)
+            processes.append(_spawn(python, folder, env))
+            folders.append(folder)
+        print(f"[job] {len(workers)} loopback workers: pids {', '.join(str(p.pid) for p in processes)}", flush=True)
+        shown = None
+        while any(p.poll() is None for p in processes):
+            for index, (folder, process) in enumerate(zip(folders, processes)):
+                if process.poll() is not None and process.returncode != 0:
+                    raise WorkerFailed(_failure(index, folder, process))
+            phase = (read_phase(folders[0]) or {}).get("phase")
+            if phase and phase != shown:  # the cell's progress is its first worker's
+                write_phase(cell_dir, phase)
+                shown = phase
+            time.sleep(POLL_S)
+        for index, (folder, process) in enumerate(zip(folders, processes)):
+            if process.returncode != 0:
+                raise WorkerFailed(_failure(index, folder, process))
+    except BaseException as exc:
+        _stop(processes)
+        _settle_stopped(folders, f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        _stop(processes)
+    return merge(workers, [read_json(folder / RESULT_FILE) for folder in folders])
+
+
+# --- one result from the workers' ------------------------------------------------------------------------------
+
+def _host_energy(worker: dict, result: dict) -> dict:
+    energy = result.get("energy") or {}
+    window = result.get("window") or {}
+    return {"host": worker.get("host") or (result.get("host") or {}).get("hostname"), "worker": worker["index"],
+            "domains": energy.get("domains") or {}, "total_joules": energy.get("total_joules"),
+            "total_kind": energy.get("total_kind"), "idle": energy.get("idle"),
+            "total_net_joules": energy.get("total_net_joules"), "low_confidence": energy.get("low_confidence", []),
+            "notes": energy.get("notes", []), "window_start_unix": window.get("start_unix"),
+            "window_end_unix": window.get("end_unix"), "meter_duration_s": energy.get("meter_duration_s"),
+            "valid": energy.get("valid"), "invalid_reasons": energy.get("invalid_reasons") or [],
+            "uncertainty": energy.get("uncertainty")}
+
+
+def merge_energy(hosts: list, samples: int, co2: dict | None, expected_hosts: list) -> dict:
+    """The cell's energy from one reading per host: per-domain sums with their sources, or `incomplete`."""
+    seen = {h["host"] for h in hosts if h["domains"]}
+    missing = [h for h in expected_hosts if h not in seen]
+    domains = {}
+    for host in hosts:
+        for name, d in host["domains"].items():
+            into = domains.setdefault(name, {"joules": 0.0, "sources": set(), "measured": True, "via": set()})
+            into["joules"] += d["joules"]
+            into["sources"].add(d["source"])
+            into["via"].add(d.get("via"))
+            into["measured"] = into["measured"] and bool(d.get("measured"))
+    domains = {name: {"joules": d["joules"], "source": ";".join(sorted(d["sources"])), "measured": d["measured"],
+                      "via": ";".join(sorted(filter(None, d["via"])))} for name, d in sorted(domains.items())}
+    notes = [f"{h['host']}: {note}" for h in hosts for note in h["notes"]]
+    low = [f"{h['host']}: {note}" for h in hosts for note in h["low_confidence"]]
+    if missing:
+        notes.append(f"incomplete: no energy reading from host(s) {', '.join(missing)}; the cell has no total "
+                     "(a partial sum would understate it)")
+        total = per_sample = net = net_per_sample = None
+        kind = "incomplete"
+    else:
+        total = sum(h["total_joules"] for h in hosts)
+        per_sample = total / samples if samples else None
+        kinds = {h["total_kind"] for h in hosts}
+        kind = kinds.pop() if len(kinds) == 1 else "mixed"
+        nets = [h["total_net_joules"] for h in hosts]
+        net = sum(nets) if all(n is not None for n in nets) else None
+        net_per_sample = net / samples if net is not None and samples else None
+    if co2 is not None:
+        grams = None if total is None else total / 3.6e6 * co2["pue"] * co2["carbon_intensity_g_per_kwh"]
+        co2 = {**co2, "grams": grams}
+    systematic = [(h.get("uncertainty") or {}).get("systematic_rel") for h in hosts]
+    uncertainty = ({"systematic_rel": max(systematic), "by_host": {h["host"]: h.get("uncertainty") for h in hosts}}
+                   if systematic and all(isinstance(v, (int, float)) for v in systematic) else None)
+    return {"domains": domains, "total_joules": total,
+            # Valid only when every host's trace passed its gate (a host's own reasons keep its name).
+            "valid": all(h.get("valid") is not False for h in hosts),
+            "invalid_reasons": [f"{h['host']}: {r}" for h in hosts for r in h.get("invalid_reasons", [])],
+            "uncertainty": uncertainty, "total_kind": kind, "joules_per_sample": per_sample,
+            "total_net_joules": net, "net_joules_per_sample": net_per_sample, "complete": not missing,
+            "missing_hosts": missing, "nodes": hosts, "low_confidence": low, "notes": notes, "co2": co2,
+            "idle": None, "alternatives": {}}
+
+
+def merge(workers: list, results: list) -> dict:
+    """The cell's measured part from every worker's record and result.json (all done)."""
+    first = results[0]
+    merged = {k: v for k, v in first.items() if k not in _RECORD_KEYS}
+    windows = [r["window"] for r in results]
+    starts, ends = [w["start_unix"] for w in windows], [w["end_unix"] for w in windows]
+    # Every worker ran the same collective steps; the cell's window is the slowest worker's.
+    duration = max(w["duration_s"] for w in windows)
+    samples = first["window"]["samples"]  # the global batch's samples: every worker counts them all
+    merged["window"] = {**first["window"], "duration_s": duration, "start_unix": min(starts), "end_unix": max(ends),
+                        "throughput_samples_per_s": samples / duration, "start_skew_s": max(starts) - min(starts),
+                        "end_skew_s": max(ends) - min(ends),
+                        "workers": [{"worker": w["index"], "host": w.get("host"), "start_unix": s, "end_unix": e,
+                                     "duration_s": win["duration_s"]}
+                                    for w, s, e, win in zip(workers, starts, ends, windows)]}
+    metering = {}
+    for worker, result in zip(workers, results):  # one reading per host: its first metering worker's
+        if worker.get("meters", True) and worker.get("host") not in metering:
+            metering[worker.get("host")] = _host_energy(worker, result)
+    hosts = sorted({w.get("host") for w in workers}, key=str)
+    merged["energy"] = merge_energy(list(metering.values()), samples, (first.get("energy") or {}).get("co2"), hosts)
+    merged["parallel"] = {**(first.get("parallel") or {}), "worker_index": None, "hosts": len(hosts),
+                          "launch": workers[0].get("launch")}
+    return merged
+
+
+
+# --- one host's task of a multi-node OAR cell (launched on each host through oarsh) ---------------------------
+
+def main(argv: list | None = None) -> int:
+    """`python -m jobs.workers <cell folder> <rank> <hosts file>`: rank 0 runs the cell (its job merges the
+    workers), rank r > 0 its worker; one worker per host of the hosts file (one line per host, in order)."""
+    from jobs.records import update_status
+
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 3 or not argv[1].isdigit():
+        print("usage: python -m jobs.workers <cell folder> <rank> <hosts file>", file=sys.stderr)
+        return 2
+    cell_dir, rank = Path(argv[0]).resolve(), int(argv[1])
+    hosts = list(dict.fromkeys(line.strip() for line in Path(argv[2]).read_text().splitlines() if line.strip()))
+    cell = read_json(cell_dir / CELL_FILE)
+    job = os.environ.get("OAR_JOB_ID", "0")
+    workers = task_workers(int(cell["params"]["nodes"]), hosts, 1, job)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if rank == 0:
+        folder = cell_dir
+        env[TASKS_ENV] = json.dumps(workers)
+    else:
+        folder = prepare_worker(cell_dir, cell, workers[rank])
+        update_status(folder, "running", job_id=job, host=socket.gethostname())  # rank 0 waits for this job's
+    env.pop(GUARDED_ENV, None)  # no guard of its own here: the worker writes its final status
+    return subprocess.call([sys.executable, "-m", "jobs.run", str(folder)], env=env)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
