@@ -109,8 +109,10 @@ class Kind:
         if duration_s is not None:
             text = text.replace(f"iterations: {iterations}", f"duration_s: {duration_s}")
         text += top
-        if self.launcher == "slurm":  # one job per cell, one at a time: "mid-campaign" and "pending" exist
-            text += "slurm:\n  max_array_size: 1\n" + ("  array_parallelism: 1\n" if one_at_a_time else "")
+        if self.launcher == "slurm":
+            # one_at_a_time: one array, one task at a time (a pending cell exists); else one job per cell
+            # (so that a campaign is submitted in several steps: "mid-campaign" exists)
+            text += "slurm:\n" + ("  array_parallelism: 1\n" if one_at_a_time else "  max_array_size: 1\n")
         if self.launcher == "oar":
             text += "oar:\n  kwollect: false\n"
         path = self.base / f"{name}.yaml"
@@ -199,7 +201,8 @@ def contract_root():
 
     root = Path(tempfile.mkdtemp(prefix="bt-contract-"))
     yield root
-    shutil.rmtree(root, ignore_errors=True)
+    if not os.environ.get("BT_CONTRACT_KEEP"):  # set it to look at the campaigns afterwards
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
@@ -458,9 +461,12 @@ def test_a_timeout_fails_the_cell_as_timeout_and_leaves_no_process(kind):
     found = outcome(kind, "overrun", _overrun)
     assert found["final"] is not None, (f"still {found['status']['state']} {found['elapsed']:.0f} s after it "
                                         f"started, with timeout_s {TIMEOUT_S}: {show(found['status'])}")
-    status = found["final"]
+    status = found["status"]  # once `wait` returned
     assert status["state"] == "failed" and status.get("timed_out") is True, show(status)
     assert "timed out" in status["reason"] or "timeout" in status["reason"], status["reason"]
+    # A final status is written once, last: what `status`/`wait` first saw as final is what stays.
+    first = found["final"]
+    assert (first["state"], first.get("reason")) == (status["state"], status["reason"]), show(first)
     assert found["wait"].returncode == 1
     assert not found["orphans"], found["orphans"]
 
@@ -614,3 +620,5 @@ def test_no_duplicate_job_after_adoption(kind):
         assert len(jobs) == status["attempts"], (f"cell {cell_id}: {len(jobs)} measuring process(es) ran, "
                                                  f"{status['attempts']} attempt(s) recorded", show(status))
         assert len(status.get("history", [])) == status["attempts"] - 1, show(status)
+        if kind.scheduler:  # the job that ran the cell is known to it: adopted, not merely left to run
+            assert status.get("job_id") is not None, show(status)
