@@ -318,6 +318,24 @@ def show(value) -> str:
     return json.dumps(value, indent=1, sort_keys=True, default=str)[-4000:]
 
 
+def kill_sweep(sweeper: subprocess.Popen) -> None:
+    """SIGKILL the `sweep` process itself (oar-live: the tool under runuser, not runuser alone)."""
+    victims = [sweeper.pid]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            argv = (stat.parent / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == sweeper.pid and b"orchestrator.cli" in argv:
+            victims.append(int(stat.parent.name))
+    for pid in reversed(victims):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def all_final(campaign: Path, count: int):
     found = cell_statuses(campaign)
     return found if len(found) == count and all(s["state"] in FINAL for s in found.values()) else None
@@ -400,7 +418,7 @@ def _killed(kind: Kind, name: str, top: str = "") -> dict:
         _, err = sweeper.communicate(timeout=300)
     finally:
         if sweeper.poll() is None:
-            sweeper.kill()
+            kill_sweep(sweeper)
     waited = kind.wait(campaign)
     return {"sweep": sweeper.returncode, "sweep_err": err, "wait": waited, "status": only(campaign),
             "killed_pid": pid, "orphans": orphans(campaign), "campaign": campaign}
@@ -450,7 +468,7 @@ def _overrun(kind: Kind) -> dict:
         _, err = sweeper.communicate(timeout=300)
     finally:
         if sweeper.poll() is None:
-            sweeper.kill()
+            kill_sweep(sweeper)
     waited = kind.wait(campaign, timeout=30 if final is None else 240)
     return {"final": final, "elapsed": elapsed, "status": only(campaign), "wait": waited,
             "orphans": orphans(campaign), "sweep_err": err}
@@ -489,7 +507,7 @@ def _cancel(kind: Kind) -> dict:
         _, err = sweeper.communicate(timeout=120)
     finally:
         if sweeper.poll() is None:
-            sweeper.kill()
+            kill_sweep(sweeper)
     return {"running": cell_id, "pid": pid, "before": before, "cancel": cancelled, "final": final,
             "sweep": sweeper.returncode, "sweep_err": err, "status": kind.cli("status", campaign),
             "wait": kind.wait(campaign, timeout=30), "orphans": orphans(campaign)}
@@ -581,7 +599,7 @@ def _killed_submitter(kind: Kind) -> dict:
             else:  # local: killed while its first cell's job runs
                 wait_running(sweeper, campaign, "the first cell running")
         finally:
-            sweeper.send_signal(signal.SIGKILL)
+            kill_sweep(sweeper)
             sweeper.communicate(timeout=60)
             adopted = paused.read_text() if paused.exists() else None
             paused.unlink(missing_ok=True)  # the slow client answers now, to a sweep that is gone
