@@ -103,8 +103,9 @@ class Kind:
         return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
 
     def sweep_file(self, name: str, *, node_types: str = "contract", repetitions: int = 1, iterations: int = 3,
-                   duration_s: float | None = None, timeout_s: float = 300, top: str = "", one_at_a_time=False) -> Path:
-        text = tiny_sweep(name, phases="[inference]", iterations=iterations, timeout=timeout_s, node_type=node_types,
+                   duration_s: float | None = None, timeout_s: float = 300, top: str = "", one_at_a_time=False,
+                   phases: str = "[inference]") -> Path:
+        text = tiny_sweep(name, phases=phases, iterations=iterations, timeout=timeout_s, node_type=node_types,
                           launcher=self.launcher, repetitions=repetitions, idle_s=0)
         if duration_s is not None:
             text = text.replace(f"iterations: {iterations}", f"duration_s: {duration_s}")
@@ -492,9 +493,10 @@ def test_a_timeout_fails_the_cell_as_timeout_and_leaves_no_process(kind):
 # --- cancel ---------------------------------------------------------------------------------------
 
 def _cancel(kind: Kind) -> dict:
-    # Two long cells: the first runs, the second waits (local: behind it in the sweep; Slurm: one at a
-    # time; OAR: host=1 on the one test host).
-    sweep = kind.sweep_file("cancel", repetitions=2, duration_s=600, one_at_a_time=True)
+    # Two long cells: the first runs, the second waits (local: behind it in the sweep; Slurm: one array, one
+    # task at a time; OAR: host=1 on the one test host). Two phases, not two repetitions: the core submits
+    # repetitions in rounds, which would make two separate Slurm jobs, both running.
+    sweep = kind.sweep_file("cancel", phases="[inference, training]", duration_s=600, one_at_a_time=True)
     campaign = kind.out / "cancel"
     sweeper = kind.start("sweep", sweep, "--output", kind.out)
     try:
