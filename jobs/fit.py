@@ -114,6 +114,10 @@ def run_fit(cell: dict, cell_dir: Path) -> dict:
 
     params = cell["params"]
     test = get_test(params["test"])
+    if test.family != "shallow":  # before anything imports Keras: it picks its backend at import
+        from jobs import backends
+
+        backends.select_backend(params.get("backend", backends.DEFAULT_BACKEND))
     fit = fit_settings(params)
     spec = params["dataset"]
     in_window = bool(spec.get("data_in_window", False))
@@ -182,7 +186,7 @@ def run_fit(cell: dict, cell_dir: Path) -> dict:
         budget_record["within_budget"] = curve["epochs"][-1]["energy_total_j"] <= budget_joules
     return {
         "host": hostinfo.host_record(),
-        "software": hostinfo.software_record(),
+        "software": hostinfo.software_record() if test.family != "shallow" else _shallow_software(),
         "devices": {},
         "model": trainer.model_record(),
         "setup": timings,
@@ -202,6 +206,23 @@ def run_fit(cell: dict, cell_dir: Path) -> dict:
                 "eval_joules": sum(e["eval_joules"] for e in curve["epochs"]), "train_s": train_s,
                 "notes": _notes(test, in_window)},
     }
+
+
+def _shallow_software() -> dict:
+    """Versions for a scikit-learn cell, without importing Keras (which would start a framework)."""
+    import platform
+    from importlib import metadata
+
+    from jobs.shallow import SHALLOW_BACKEND
+
+    def version(package):
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return None
+    return {"python": platform.python_version(), "backend": SHALLOW_BACKEND,
+            "backend_version": version("scikit-learn"), "backend_package": "scikit-learn",
+            **{name: version(name) for name in ("scikit-learn", "numpy", "codecarbon")}}
 
 
 def _train(trainer, data, x_train, x_val, fit, budget, live, start) -> dict:

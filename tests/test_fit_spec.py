@@ -80,3 +80,22 @@ def test_shipped_fit_sweeps_expand():
         cells = expand(load_sweep(name)).cells
         assert cells and all(c.phase == "fit" for c in cells)
         assert all(c.dataset["kind"] == "digits" for c in cells)  # nothing to prepare or download
+
+
+def test_shallow_cells_exist_once_whatever_the_backends(sweep_file):
+    """A backend axis means nothing to scikit-learn: one shallow cell per combination, backend `sklearn`;
+    the deep model's cells, and their ids, are the ones a single-backend sweep gives."""
+    text = FIT.replace("  node_types: [local]", "  node_types: [local]\n  backends: [tensorflow, jax, torch]")
+    cells = expand(load_sweep(str(sweep_file(text)))).cells
+    shallow = [c for c in cells if c.test == "logistic_regression"]
+    assert len(shallow) == 3 * 2 and {c.backend for c in shallow} == {"sklearn"}
+    assert {c.execution for c in shallow} == {None}
+    deep = [c for c in cells if c.test == "mobilenet_v2"]
+    assert len(deep) == 3 * 3 * 2 and {c.backend for c in deep} == {"tensorflow", "jax", "torch"}
+    alone = expand(load_sweep(str(sweep_file(FIT.replace("mobilenet_v2, logistic_regression", "mobilenet_v2"))))).cells
+    assert {c.id for c in alone} <= {c.id for c in deep}
+    # An include naming a backend adds its settings to deep cells only; a new shallow combination gets sklearn.
+    text += "include:\n  - {test: logistic_regression, phase: fit, node_type: grele, budget: {joules: 10}}\n"
+    extra = [c for c in expand(load_sweep(str(sweep_file(text)))).cells
+             if c.test == "logistic_regression" and c.node_type == "grele"]
+    assert extra and {c.backend for c in extra} == {"sklearn"}
