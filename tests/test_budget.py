@@ -11,10 +11,11 @@ def _within_one_step(budget: dict, joules: float) -> None:
 
 
 def test_a_deep_budget_cell_stops_within_one_step(tmp_path):
-    _, result = fit_cell(tmp_path, "mobilenet_v2", [32, 32, 3], 32, {"epochs": 20}, budget={"joules": 25})
+    # 80 J: several steps even on a loaded machine (codecarbon's load model counts the whole node's load).
+    _, result = fit_cell(tmp_path, "mobilenet_v2", [32, 32, 3], 32, {"epochs": 20}, budget={"joules": 80})
     fit = result["fit"]
     assert fit["stop_reason"] == "budget" and fit["epochs_run"] < 20
-    _within_one_step(fit["budget"], 25)
+    _within_one_step(fit["budget"], 80)
     # On this VM nothing better than codecarbon exists: the enforcing meter says it is an estimate.
     assert "codecarbon" in fit["budget"]["enforced_by"] and "estimated" in fit["budget"]["enforced_by"]
     assert fit["curve"][-1]["partial"] is True  # stopped mid-epoch, then evaluated

@@ -99,3 +99,12 @@ def test_shallow_cells_exist_once_whatever_the_backends(sweep_file):
     extra = [c for c in expand(load_sweep(str(sweep_file(text)))).cells
              if c.test == "logistic_regression" and c.node_type == "grele"]
     assert extra and {c.backend for c in extra} == {"sklearn"}
+
+
+def test_the_grid5000_imagenet_example_expands():
+    """The cluster example is a valid sweep (its data is on a site's storage, not here)."""
+    cells = expand(load_sweep("sweeps/imagenet-budget-g5k.yaml")).cells
+    assert len(cells) == 3 * 3 * 3 and {c.node_type for c in cells} == {"grele"}
+    assert {c.dataset["kind"] for c in cells} == {"folder"} and {c.train_fraction for c in cells} == {0.1}
+    assert {c.budget["joules"] for c in cells} == {50 * 3600.0, 200 * 3600.0, 800 * 3600.0}
+    assert {c.backend for c in cells if c.test == "logistic_regression"} == {"sklearn"}
