@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import time
 
-from jobs.meters import JOULES_PER_KWH, MEASURED_SOURCES
 
 
 def parse_budget(budget: dict | None) -> float | None:
@@ -31,79 +30,17 @@ def parse_budget(budget: dict | None) -> float | None:
 
 
 class LiveEnergy:
-    """Joules per domain since the window's meters started, from the most direct source available."""
+    """Joules per domain since the window's meters started, from the most direct source available
+    (each meter's public `read_so_far`, combined by the MeterSet as its `stop` would)."""
 
     def __init__(self, meters):
-        by_name = {m.name: m for m in meters.meters}
-        self._readers = {}  # domain -> (source, via, reader returning joules)
-        rapl = by_name.get("rapl")
-        if rapl is not None:
-            domains = {zone.domain for zone in rapl.zones}
-            for domain in sorted(domains):
-                self._readers[domain] = ("rapl", "rapl", self._rapl_reader(rapl, domain))
-        nvml = by_name.get("nvml")
-        if nvml is not None:
-            self._readers["gpu"] = ("nvml-counter" if all(nvml.has_counter.values()) else "nvml-power", "nvml",
-                                    self._nvml_reader(nvml))
-        self._codecarbon = by_name.get("codecarbon")
+        self.meters = meters
         self._cached = None
-
-    def _rapl_reader(self, rapl, domain):
-        state = {"at": None, "values": {}}
-
-        def read():
-            now = time.perf_counter()
-            if state["at"] != now:  # one sample of every zone serves all RAPL domains of one reading
-                rapl._sample()
-                with rapl._lock:
-                    state["values"] = rapl._domain_joules()
-                state["at"] = now
-            return state["values"].get(domain, 0.0)
-        return read
-
-    @staticmethod
-    def _nvml_reader(nvml):
-        def read():
-            joules = 0.0
-            for index, handle in nvml.handles.items():
-                start = nvml._start_counter.get(index)
-                now = nvml._counter(handle) if start is not None else None
-                joules += (now - start) / 1000.0 if now is not None and now >= start else nvml._integrate(index)
-            return joules
-        return read
-
-    def _codecarbon_domains(self) -> dict:
-        """codecarbon's running totals per domain (it estimates energy at each measurement)."""
-        from jobs.meters.codecarbon_meter import cpu_source, gpu_source
-
-        tracker = self._codecarbon._tracker
-        tracker._measure_power_and_energy()
-        out = {}
-        for hardware in tracker._hardware:
-            kind = type(hardware).__name__
-            if kind == "CPU":
-                out["cpu"] = (cpu_source(hardware), tracker._total_cpu_energy.kWh * JOULES_PER_KWH)
-            elif kind == "GPU":
-                out["gpu"] = (gpu_source(hardware), tracker._total_gpu_energy.kWh * JOULES_PER_KWH)
-            elif kind == "RAM":
-                out["ram"] = ("codecarbon-ram-model", tracker._total_ram_energy.kWh * JOULES_PER_KWH)
-        return out
 
     def read(self) -> dict:
         """{domain: {"joules", "source", "measured", "via"}} now."""
-        out = {}
-        for domain, (source, via, reader) in self._readers.items():
-            out[domain] = {"joules": reader(), "source": source, "measured": source in MEASURED_SOURCES,
-                           "via": via}
-        if self._codecarbon is not None:
-            missing = {"cpu", "ram", "gpu"} - set(out)
-            if missing:
-                for domain, (source, joules) in self._codecarbon_domains().items():
-                    if domain in missing:
-                        out[domain] = {"joules": joules, "source": source, "measured": source in MEASURED_SOURCES,
-                                       "via": "codecarbon"}
-        self._cached = out
-        return out
+        self._cached = {name: domain.record() for name, domain in self.meters.read_so_far().items()}
+        return self._cached
 
     def label(self) -> str:
         """Which meter reads what, e.g. 'cpu: rapl (measured); ram: codecarbon-ram-model (estimated)'."""

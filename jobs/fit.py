@@ -47,11 +47,13 @@ class KerasTrainer:
         for layer in self.model.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = fit["bn_momentum"]
+        # weighted_metrics: evaluate pads its last batch with weight-0 images, which accuracy must not count.
         self.model.compile(optimizer=keras.optimizers.Adam(learning_rate=fit["learning_rate"]),
-                           loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                           loss="sparse_categorical_crossentropy", weighted_metrics=["accuracy"],
                            jit_compile=params.get("execution") == "xla",
                            run_eagerly=params.get("execution") == "eager")
         self.batch = params["batch_size"]
+        self.rng = np.random.default_rng(params["seed"] + params["repetition"])  # each epoch's order
 
     def prepare(self, x: np.ndarray) -> np.ndarray:
         return x.astype(np.float32) / 255.0
@@ -59,28 +61,28 @@ class KerasTrainer:
     def warm_up(self, n_train: int | None, n_val: int | None, input_shape: tuple) -> None:
         """Trace the training and evaluation steps before the window, then restore the initial state.
 
-        As every cell does (jobs/runner.py): compilation is kept out of the measured window. The batch
-        shapes are the epoch's own (a full batch and the last partial one); the weights, BatchNorm
-        statistics and optimizer state (Adam starts at zero) are put back, so training starts afresh.
+        As every cell does (jobs/runner.py): compilation is kept out of the measured window. Every
+        batch has the same shape (train_epoch and evaluate see to it), so one trace of each step
+        serves the whole run: tracing MobileNet-V2's training step takes TensorFlow 20-50 s on 2 cores,
+        a second shape would double it. The weights, BatchNorm statistics and optimizer state (Adam
+        starts at zero) are put back, so training starts afresh.
         """
-        def sizes(n):
-            return [self.batch] + ([n % self.batch] if n and n % self.batch else [])
-
         weights = self.model.get_weights()
         before = {v.path: v.numpy() for v in self.model.optimizer.variables}
-        for size in sizes(n_train):
-            x = np.zeros((size, *input_shape), np.float32)
-            self.model.fit(x, np.zeros(size, np.int64), batch_size=self.batch, epochs=1, verbose=0)
-        for size in sizes(n_val):
-            x = np.zeros((size, *input_shape), np.float32)
-            self.model.evaluate(x, np.zeros(size, np.int64), batch_size=self.batch, verbose=0)
+        x, y = np.zeros((self.batch, *input_shape), np.float32), np.zeros(self.batch, np.int64)
+        self.model.fit(x, y, batch_size=self.batch, epochs=1, verbose=0)
+        self.model.evaluate(x, y, sample_weight=np.ones(self.batch, np.float32), batch_size=self.batch, verbose=0)
         self.model.set_weights(weights)
         for variable in self.model.optimizer.variables:
             variable.assign(before[variable.path] if variable.path in before else np.zeros(variable.shape,
                                                                                            variable.dtype))
 
     def train_epoch(self, x, y, budget: Budget) -> dict:
+        """One epoch of full batches in a fresh seeded order; the last partial batch is dropped (its
+        images are in other epochs' batches), as tf.data's drop_remainder does, so no step retraces."""
         steps = []
+        order = self.rng.permutation(len(y))[:len(y) - len(y) % self.batch]
+        x, y = x[order], y[order]
 
         class StepBoundary(self.keras.callbacks.Callback):
             def on_train_batch_end(self, batch, logs=None):
@@ -88,13 +90,20 @@ class KerasTrainer:
                 if budget.step():
                     self.model.stop_training = True  # Keras stops after this batch
 
-        history = self.model.fit(x, y, batch_size=self.batch, epochs=1, shuffle=True, verbose=0,
+        history = self.model.fit(x, y, batch_size=self.batch, epochs=1, shuffle=False, verbose=0,
                                  callbacks=[StepBoundary()])
-        samples = min(len(steps) * self.batch, len(y))
+        samples = len(steps) * self.batch
         return {"steps": len(steps), "samples": samples, "train_loss": float(history.history["loss"][-1])}
 
     def evaluate(self, x, y) -> float:
-        return float(self.model.evaluate(x, y, batch_size=self.batch, verbose=0, return_dict=True)["accuracy"])
+        """Accuracy over every validation image: the last batch is padded to full size with images of
+        weight 0, which the accuracy does not count (BatchNorm uses its moving statistics here)."""
+        pad = -len(y) % self.batch
+        weight = np.concatenate([np.ones(len(y), np.float32), np.zeros(pad, np.float32)])
+        x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x
+        y = np.concatenate([y, np.zeros(pad, y.dtype)]) if pad else y
+        return float(self.model.evaluate(x, y, sample_weight=weight, batch_size=self.batch, verbose=0,
+                                         return_dict=True)["accuracy"])
 
     def model_record(self) -> dict:
         trainable = sum(int(np.prod(v.shape)) for v in self.model.trainable_variables)
@@ -114,6 +123,10 @@ def run_fit(cell: dict, cell_dir: Path) -> dict:
 
     params = cell["params"]
     test = get_test(params["test"])
+    if test.family != "shallow":  # before anything imports Keras: it picks its backend at import
+        from jobs import backends
+
+        backends.select_backend(params.get("backend", backends.DEFAULT_BACKEND))
     fit = fit_settings(params)
     spec = params["dataset"]
     in_window = bool(spec.get("data_in_window", False))
@@ -182,7 +195,7 @@ def run_fit(cell: dict, cell_dir: Path) -> dict:
         budget_record["within_budget"] = curve["epochs"][-1]["energy_total_j"] <= budget_joules
     return {
         "host": hostinfo.host_record(),
-        "software": hostinfo.software_record(),
+        "software": hostinfo.software_record() if test.family != "shallow" else _shallow_software(),
         "devices": {},
         "model": trainer.model_record(),
         "setup": timings,
@@ -202,6 +215,23 @@ def run_fit(cell: dict, cell_dir: Path) -> dict:
                 "eval_joules": sum(e["eval_joules"] for e in curve["epochs"]), "train_s": train_s,
                 "notes": _notes(test, in_window)},
     }
+
+
+def _shallow_software() -> dict:
+    """Versions for a scikit-learn cell, without importing Keras (which would start a framework)."""
+    import platform
+    from importlib import metadata
+
+    from jobs.shallow import SHALLOW_BACKEND
+
+    def version(package):
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return None
+    return {"python": platform.python_version(), "backend": SHALLOW_BACKEND,
+            "backend_version": version("scikit-learn"), "backend_package": "scikit-learn",
+            **{name: version(name) for name in ("scikit-learn", "numpy", "codecarbon")}}
 
 
 def _train(trainer, data, x_train, x_val, fit, budget, live, start) -> dict:
@@ -254,7 +284,5 @@ def _summary(epochs: list, fit: dict, reason: str) -> dict:
 def _notes(test, in_window: bool) -> list:
     if test.family != "deep":
         return []
-    notes = ["training and evaluation steps traced before the window (weights and optimizer state restored)"]
-    if in_window:
-        notes.append("data in window: the epoch's last partial batch may be traced inside the window")
-    return notes
+    return ["training and evaluation steps traced before the window (weights and optimizer state restored); "
+            "each epoch trains on full batches (the last partial one dropped), evaluation counts every image"]

@@ -131,11 +131,11 @@ def run_cell(cell: dict, cell_dir: Path) -> dict:
     from jobs import distributed  # scale: data parallel (None for an unscaled cell)
 
     distributed.prepare(params, cell.get(distributed.WORKER_KEY))
-    backends.select_backend(backend)
-    if params.get("phase") == "fit":  # training to quality on real data: its own module
+    if params.get("phase") == "fit":  # training to quality on real data: its own module (selects the backend)
         from jobs.fit import run_fit
 
         return run_fit(cell, cell_dir)
+    backends.select_backend(backend)
     parallel = distributed.setup(cell)  # before any other op: TensorFlow requires it for its strategies
 
     from jobs import hostinfo, workload

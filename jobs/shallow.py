@@ -17,6 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
+# A shallow cell's `backend`: scikit-learn runs on no Keras backend, so a sweep's backend axis does not
+# multiply its cells (orchestrator/matrix.py), and its job imports no deep-learning framework.
+SHALLOW_BACKEND = "sklearn"
+
 
 def logistic_regression(seed: int):
     from sklearn.linear_model import SGDClassifier

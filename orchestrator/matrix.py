@@ -18,6 +18,7 @@ from pathlib import Path
 from jobs import backends as job_backends
 from jobs.catalog import FIT_PHASE, INPUT_MULTIPLE, MIN_INPUT, TESTS
 from jobs.records import RESULT_SCHEMA_VERSION
+from jobs.shallow import SHALLOW_BACKEND
 from orchestrator import scale
 from orchestrator.errors import UserError
 from orchestrator.spec import AXIS_KEYS, BUILTIN_SETTINGS, MAX_CELLS, SweepSpec, did_you_mean
@@ -81,7 +82,7 @@ def expand(spec: SweepSpec) -> Expansion:
                 if not subs:
                     notes.append(f"{test_name} has no {phase} sub-test (it runs: {', '.join(test.phases())})")
                 for sub in subs:
-                    for backend in sweep.matrix.backends:
+                    for backend in _backends_of(test, sweep.matrix.backends):
                         axes = {"test": test_name, "phase": phase, "node_type": node_type, "subtest": sub.id,
                                 "backend": backend}
                         combos.extend((fit_axes, []) for fit_axes in _fit_combos(sweep, axes))
@@ -147,6 +148,8 @@ def _check_backends(spec: SweepSpec, combos: list) -> None:
                                 f"is not installed; install it with: {job_backends.get_backend(entry.backend).install}")
     lines = list(problems.values())
     for axes, layers in combos:
+        if axes["backend"] == SHALLOW_BACKEND:  # scikit-learn: no Keras execution or precision to check
+            continue
         settings, origin = _settings(spec, axes, layers)
         for key, message in job_backends.check_execution(axes["backend"], settings["execution"],
                                                          settings["precision"]):
@@ -216,10 +219,16 @@ def _label(axes: dict) -> str:
     return " ".join(str(axes[k]) for k in AXIS_KEYS if k in axes)
 
 
+def _backends_of(test, backends) -> list:
+    """The Keras backends a test runs on: each of the sweep's for a deep model; a scikit-learn
+    estimator runs on none of them, so its cells exist once, with backend `sklearn` (docs/accuracy.md)."""
+    return [SHALLOW_BACKEND] if test.family == "shallow" else list(backends)
+
+
 def _new_combos(spec: SweepSpec, index: int, axes: dict) -> list:
     backends = [axes["backend"]] if "backend" in axes else list(spec.sweep.matrix.backends)
     return scale.with_scale_axes(spec, [{**combo, "backend": backend} for combo in _new_test_combos(spec, index, axes)
-                                        for backend in backends], axes)
+                                        for backend in _backends_of(TESTS[combo["test"]], backends)], axes)
 
 
 def _new_test_combos(spec: SweepSpec, index: int, axes: dict) -> list:
@@ -258,7 +267,9 @@ def _settings(spec: SweepSpec, axes: dict, include_layers: list) -> tuple:
             settings.pop("iterations", None)
         settings.update(layer)
         origin.update({key: where for key in layer})
-    if origin.get("execution") == ():  # not set by the sweep: the backend's own default
+    if axes["backend"] == SHALLOW_BACKEND:  # a scikit-learn estimator has no Keras execution mode
+        settings["execution"] = None
+    elif origin.get("execution") == ():  # not set by the sweep: the backend's own default
         settings["execution"] = job_backends.get_backend(axes["backend"]).default_execution
     return settings, origin
 

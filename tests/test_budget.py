@@ -11,10 +11,11 @@ def _within_one_step(budget: dict, joules: float) -> None:
 
 
 def test_a_deep_budget_cell_stops_within_one_step(tmp_path):
-    _, result = fit_cell(tmp_path, "mobilenet_v2", [32, 32, 3], 32, {"epochs": 20}, budget={"joules": 25})
+    # 80 J: several steps even on a loaded machine (codecarbon's load model counts the whole node's load).
+    _, result = fit_cell(tmp_path, "mobilenet_v2", [32, 32, 3], 32, {"epochs": 20}, budget={"joules": 80})
     fit = result["fit"]
     assert fit["stop_reason"] == "budget" and fit["epochs_run"] < 20
-    _within_one_step(fit["budget"], 25)
+    _within_one_step(fit["budget"], 80)
     # On this VM nothing better than codecarbon exists: the enforcing meter says it is an estimate.
     assert "codecarbon" in fit["budget"]["enforced_by"] and "estimated" in fit["budget"]["enforced_by"]
     assert fit["curve"][-1]["partial"] is True  # stopped mid-epoch, then evaluated
@@ -70,3 +71,52 @@ def test_live_reading_prefers_rapl_counters_and_fills_the_rest_from_codecarbon(t
     finally:
         meters.stop()
         meters.close()
+
+
+def test_live_reading_uses_each_meters_public_read_and_skips_an_estimate_it_does_not_need(tmp_path, monkeypatch):
+    """NVML cannot exist here: tests.test_meters' stand-in (nvidia-ml-py's calls, a counter GPU at 100 W)
+    and a powercap tree in the kernel's layout with a dram zone. With cpu, ram and gpu all covered by
+    counters, codecarbon's estimate is never asked for a live reading."""
+    import time
+
+    from jobs.budget import LiveEnergy
+    from jobs.meters import MeterSet
+    from jobs.meters.nvml import NvmlMeter
+    from jobs.meters.rapl import RaplMeter
+    from tests.test_meters import StandInNvml, set_uj, zone
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    root = tmp_path / "powercap"
+    root.mkdir()
+    package = zone(root, "intel-rapl:0", "package-0", 1_000_000)
+    dram = zone(root, "intel-rapl:0:0", "dram", 2_000_000, parent=package)
+
+    class Estimate:  # stands in for codecarbon's meter only to count calls: it must not be read
+        name, domains, reads = "codecarbon", {"cpu", "ram"}, 0
+
+        def start(self):
+            pass
+
+        def read_so_far(self):
+            Estimate.reads += 1
+            return {}
+
+        def stop(self):
+            raise AssertionError("not stopped in this test")
+
+    nvml = NvmlMeter(StandInNvml(), poll_hz=20)
+    meters = MeterSet([RaplMeter(root), nvml, Estimate()])
+    meters.start()
+    try:
+        set_uj(package, 1_000_000 + 4_000_000)
+        set_uj(dram, 2_000_000 + 1_000_000)
+        time.sleep(0.2)
+        reading = LiveEnergy(meters).read()
+        assert reading["cpu"]["joules"] == 4.0 and reading["ram"]["joules"] == 1.0
+        assert reading["gpu"]["source"] == "nvml-counter" and reading["gpu"]["measured"] is True
+        assert 0.2 * 100 * 0.9 < reading["gpu"]["joules"] < 1.0 * 100  # 100 W since start
+        assert Estimate.reads == 0
+        assert nvml.read_so_far()["gpu"].joules >= reading["gpu"]["joules"]  # still running: it grows
+    finally:
+        for meter in meters.meters[:2]:
+            meter.stop()

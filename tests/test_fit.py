@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from jobs.fit import run_fit
 
 ENERGY = {"pue": 1.0, "carbon_intensity_g_per_kwh": 50, "country_iso_code": "FRA", "idle_s": 0,
@@ -37,8 +39,10 @@ def test_mobilenet_v2_fits_digits_to_its_target_and_stops_there(tmp_path):
     assert fit["epochs_run"] == len(curve) < 8
     assert fit["time_to_target_s"] == curve[-1]["time_s"] and fit["energy_to_target_j"] == curve[-1]["energy_total_j"]
     # The learning curve: cumulative samples and energy per epoch, each domain with its source.
-    assert [e["samples"] for e in curve] == [len(curve[0:i + 1]) * result["data"]["train_samples"]
-                                             for i in range(len(curve))]
+    # Full batches only (the last partial one dropped, so no step retraces): 1437 images, 44 batches of 32.
+    per_epoch = result["data"]["train_samples"] - result["data"]["train_samples"] % 32
+    assert [e["samples"] for e in curve] == [(i + 1) * per_epoch for i in range(len(curve))]
+    assert [e["steps"] for e in curve] == [per_epoch // 32] * len(curve)
     energies = [e["energy_total_j"] for e in curve]
     assert energies == sorted(energies) and energies[0] > 0
     assert all(d["source"] for e in curve for d in e["energy"].values())
@@ -46,3 +50,18 @@ def test_mobilenet_v2_fits_digits_to_its_target_and_stops_there(tmp_path):
     assert result["data"]["in_window"] is False and result["data"]["num_classes"] == 10
     assert result["energy"]["total_joules"] >= curve[-1]["energy_total_j"] * 0.99
     assert result["model"]["output_shape"] == [10]
+
+
+def test_evaluation_counts_every_validation_image_once(tmp_path):
+    """The last evaluation batch is padded to full size (one traced shape); the padding must not count."""
+    import numpy as np
+
+    from jobs.catalog import get_test
+    from jobs.fit import FIT_DEFAULTS, KerasTrainer
+
+    trainer = KerasTrainer(get_test("mobilenet_v2"), (32, 32, 3), 10, FIT_DEFAULTS,
+                           {"precision": "fp32", "seed": 0, "repetition": 0, "batch_size": 16, "execution": "graph"})
+    rng = np.random.default_rng(0)
+    x, y = rng.random((37, 32, 32, 3), dtype=np.float32), rng.integers(0, 10, 37)
+    direct = float(np.mean(np.argmax(trainer.model.predict(x, batch_size=37, verbose=0), axis=1) == y))
+    assert trainer.evaluate(x, y) == pytest.approx(direct, abs=1e-6)

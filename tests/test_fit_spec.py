@@ -80,3 +80,31 @@ def test_shipped_fit_sweeps_expand():
         cells = expand(load_sweep(name)).cells
         assert cells and all(c.phase == "fit" for c in cells)
         assert all(c.dataset["kind"] == "digits" for c in cells)  # nothing to prepare or download
+
+
+def test_shallow_cells_exist_once_whatever_the_backends(sweep_file):
+    """A backend axis means nothing to scikit-learn: one shallow cell per combination, backend `sklearn`;
+    the deep model's cells, and their ids, are the ones a single-backend sweep gives."""
+    text = FIT.replace("  node_types: [local]", "  node_types: [local]\n  backends: [tensorflow, jax, torch]")
+    cells = expand(load_sweep(str(sweep_file(text)))).cells
+    shallow = [c for c in cells if c.test == "logistic_regression"]
+    assert len(shallow) == 3 * 2 and {c.backend for c in shallow} == {"sklearn"}
+    assert {c.execution for c in shallow} == {None}
+    deep = [c for c in cells if c.test == "mobilenet_v2"]
+    assert len(deep) == 3 * 3 * 2 and {c.backend for c in deep} == {"tensorflow", "jax", "torch"}
+    alone = expand(load_sweep(str(sweep_file(FIT.replace("mobilenet_v2, logistic_regression", "mobilenet_v2"))))).cells
+    assert {c.id for c in alone} <= {c.id for c in deep}
+    # An include naming a backend adds its settings to deep cells only; a new shallow combination gets sklearn.
+    text += "include:\n  - {test: logistic_regression, phase: fit, node_type: grele, budget: {joules: 10}}\n"
+    extra = [c for c in expand(load_sweep(str(sweep_file(text)))).cells
+             if c.test == "logistic_regression" and c.node_type == "grele"]
+    assert extra and {c.backend for c in extra} == {"sklearn"}
+
+
+def test_the_grid5000_imagenet_example_expands():
+    """The cluster example is a valid sweep (its data is on a site's storage, not here)."""
+    cells = expand(load_sweep("sweeps/imagenet-budget-g5k.yaml")).cells
+    assert len(cells) == 3 * 3 * 3 and {c.node_type for c in cells} == {"grele"}
+    assert {c.dataset["kind"] for c in cells} == {"folder"} and {c.train_fraction for c in cells} == {0.1}
+    assert {c.budget["joules"] for c in cells} == {50 * 3600.0, 200 * 3600.0, 800 * 3600.0}
+    assert {c.backend for c in cells if c.test == "logistic_regression"} == {"sklearn"}

@@ -100,6 +100,19 @@ class MeterSet:
                             {name: r.series for name, r in readings.items() if r.series},
                             {name: r.details for name, r in readings.items() if r.details}, list(self.notes))
 
+    def read_so_far(self) -> dict:
+        """{domain: DomainEnergy} since start(), without stopping: per domain the most direct meter's
+        reading, as stop() chooses. A meter whose domains are all covered by better ones is not read
+        (codecarbon's estimate costs a measurement; on a node with RAPL and NVML it is not needed)."""
+        chosen = {}
+        for meter in self.meters:  # build_meters' order: our counters first, codecarbon last
+            if not hasattr(meter, "read_so_far") or set(getattr(meter, "domains", ())) <= set(chosen):
+                continue
+            for name, domain in meter.read_so_far().items():
+                if name not in chosen or _rank(domain) < _rank(chosen[name]):
+                    chosen[name] = domain
+        return chosen
+
     def measure_idle(self, seconds: float) -> WindowEnergy:
         """The same meters over a window in which this process does nothing."""
         self.start()

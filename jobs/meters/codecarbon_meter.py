@@ -90,6 +90,27 @@ class CodecarbonMeter:
                                     lambda hardware=hardware: {"power_w": hardware.total_power().W}))
         return probes
 
+    @property
+    def domains(self) -> set:
+        kinds = {"CPU": "cpu", "GPU": "gpu", "RAM": "ram"}
+        return {kinds[type(h).__name__] for h in self._hardware if type(h).__name__ in kinds}
+
+    def read_so_far(self) -> dict:
+        """codecarbon's running estimate per domain since start(), without stopping: it measures now
+        (as it does every `measure_power_secs`) and reports its totals; the labels are stop()'s."""
+        tracker = self._tracker
+        tracker._measure_power_and_energy()
+        totals = {"CPU": ("cpu", tracker._total_cpu_energy), "GPU": ("gpu", tracker._total_gpu_energy),
+                  "RAM": ("ram", tracker._total_ram_energy)}
+        out = {}
+        for hardware in tracker._hardware:
+            kind = type(hardware).__name__
+            if kind in totals:
+                domain, energy = totals[kind]
+                source = {"CPU": cpu_source, "GPU": gpu_source}.get(kind, lambda _: "codecarbon-ram-model")(hardware)
+                out[domain] = DomainEnergy(energy.kWh * JOULES_PER_KWH, source, self.name)
+        return out
+
     def start(self) -> None:
         # A fresh tracker per window: one emissions.csv row per window (idle, measurement).
         self._tracker = self._tracker_class(output_dir=str(self._output_dir), output_file="emissions.csv",

@@ -53,6 +53,8 @@ class NvmlMeter:
         self.handles = {i: nvml.nvmlDeviceGetHandleByIndex(i) for i in indices}
         self.has_counter = {i: self._counter(h) is not None for i, h in self.handles.items()}
 
+    domains = {"gpu"}
+
     def _counter(self, handle):
         try:
             return self.nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
@@ -82,6 +84,19 @@ class NvmlMeter:
     def _integrate(self, index: int) -> float:
         points = [(t, s[index]) for t, s in self._series]
         return sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in zip(points, points[1:]))
+
+    def read_so_far(self) -> dict:
+        """The gpu domain's joules since start(), without stopping: the counters where they answer and have
+        not gone backwards, the polled power integrated so far elsewhere (labelled nvml-power then)."""
+        joules, polled = 0.0, False
+        for index, handle in self.handles.items():
+            start = self._start_counter.get(index)
+            now = self._counter(handle) if start is not None else None
+            if now is not None and now >= start:
+                joules += (now - start) / 1000.0  # mJ
+            else:
+                joules, polled = joules + self._integrate(index), True
+        return {"gpu": DomainEnergy(joules, "nvml-power" if polled else "nvml-counter", "nvml")}
 
     def stop(self) -> Reading:
         end_counter = {i: self._counter(self.handles[i]) for i in self._start_counter}

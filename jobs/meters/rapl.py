@@ -95,7 +95,11 @@ class RaplMeter:
         self._lock = threading.Lock()
         self._thread = None
 
-    def _sample(self) -> None:
+    @property
+    def domains(self) -> set:
+        return {zone.domain for zone in self.zones}
+
+    def _sample(self, keep: bool = True) -> None:
         now = time.perf_counter()
         with self._lock:
             for index, zone in enumerate(self.zones):
@@ -106,7 +110,8 @@ class RaplMeter:
                     continue
                 self._totals[index] += delta_uj(self._last[index], value, zone.max_range_uj)
                 self._last[index] = value
-            self._series.append((now - self._t0, self._domain_joules()))
+            if keep:
+                self._series.append((now - self._t0, self._domain_joules()))
 
     def _domain_joules(self) -> dict:
         """Joules per domain so far; mirrored dies of one package count once."""
@@ -158,6 +163,15 @@ class RaplMeter:
 
             probes.append(Probe(zone.domain, device, "rapl", read, zone.max_range_uj / 1e6, counter=True))
         return probes
+
+    def read_so_far(self) -> dict:
+        """Joules per domain since start(), read from the counters now, without stopping (energy budgets).
+
+        Not added to the series: a budget reads at every training step.
+        """
+        self._sample(keep=False)
+        with self._lock:
+            return {name: DomainEnergy(value, "rapl", "rapl") for name, value in self._domain_joules().items()}
 
     def stop(self) -> Reading:
         self._stop.set()
