@@ -158,8 +158,11 @@ class Guard:
         elif own or status["state"] == "failed":  # the job's own reason
             update_status(self.cell_dir, "failed", exit_code=returncode, **job, **({"reason": own} if own else {}))
         else:
+            # Killed by a signal nobody here sent (the OOM killer, an operator, a dying node): not the cell's own
+            # error, so `max_retries` may run it again; an exit with a code is the cell's and is not retried.
+            retry = {"retryable": True} if returncode < 0 else {}
             update_status(self.cell_dir, "failed", exit_code=returncode, log_tail=log_tail(self.cell_dir / LOG_FILE),
-                          reason=f"{describe_exit(returncode)} before writing a result", **job)
+                          reason=f"{describe_exit(returncode)} before writing a result", **job, **retry)
         return 0 if read_status(self.cell_dir)["state"] == "done" else 1
 
 

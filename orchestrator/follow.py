@@ -50,7 +50,7 @@ def refresh(campaign: Campaign, statuses: dict | None = None) -> tuple:
     """Reattach and refresh; `statuses`, when given, receives every cell's status afterwards (read once)."""
     launcher, cells = reattach(campaign)
     seen = {} if statuses is None else statuses
-    pending = lifecycle.open_cells(campaign, cells, seen)
+    pending = lifecycle.open_cells(campaign, cells, seen, launcher)
     if pending:
         lifecycle.refresh(campaign, launcher, pending)
         seen.update({c.id: campaign.status(c.id) for c in pending})
@@ -73,7 +73,7 @@ def wait(campaign: Campaign, poll_s: float = 10.0, timeout_s: float | None = Non
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     reported = set()
     while True:
-        pending = lifecycle.open_cells(campaign, cells)
+        pending = lifecycle.open_cells(campaign, cells, launcher=launcher)
         if pending:
             lifecycle.refresh(campaign, launcher, pending)
         for cell in cells:

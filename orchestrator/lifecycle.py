@@ -302,13 +302,14 @@ def host_lock(campaign, wait: bool = True, stream=None):
         handle.close()
 
 
-def open_cells(campaign, cells: list, seen: dict | None = None) -> list:
+def open_cells(campaign, cells: list, seen: dict | None = None, launcher=None) -> list:
+    """Cells still to follow: open ones and, given the launcher, failed ones its `max_retries` will run again."""
     out = []
     for cell in cells:
         status = campaign.status(cell.id)
         if seen is not None:
             seen[cell.id] = status
-        if status["state"] in OPEN_STATES:
+        if status["state"] in OPEN_STATES or (launcher is not None and _retry_due(status, launcher)):
             out.append(cell)
     return out
 
@@ -527,7 +528,11 @@ def refresh(campaign, launcher, cells: list, retry: bool = True, holding_lock: b
             else:
                 record_job(campaign, cell_id, launcher, job_id, adopted=True)
                 watched[cell_id] = (campaign.status(cell_id), str(job_id))
+    # Cells whose guard recorded a failure that was not their own (killed from outside): retried like a lost job.
+    again = [cell.id for cell in cells if retry and _retry_due(campaign.status(cell.id), launcher)]
     if not watched:
+        if again:
+            _retry(campaign, launcher, [c for c in cells if c.id in again], holding_lock)
         return
     try:
         states = launcher.query(campaign, sorted({job_id for _, job_id in watched.values()}))
@@ -535,7 +540,7 @@ def refresh(campaign, launcher, cells: list, retry: bool = True, holding_lock: b
         _scheduler_down(launcher, exc)
         return
     launcher.unanswered_since = None
-    now, again = time.time(), []
+    now = time.time()
     for cell_id, (before, job_id) in watched.items():
         state = states.get(job_id)
         if state is not None and state.alive:
@@ -551,6 +556,11 @@ def refresh(campaign, launcher, cells: list, retry: bool = True, holding_lock: b
             again.append(cell_id)
     if again:
         _retry(campaign, launcher, [c for c in cells if c.id in again], holding_lock)
+
+
+def _retry_due(status: dict, launcher) -> bool:
+    return (status["state"] == "failed" and bool(status.get("retryable")) and not status.get("retry_pending")
+            and status.get("launcher") == launcher.name and status.get("attempts", 1) <= launcher.max_retries)
 
 
 def _scheduler_down(launcher, exc: Exception) -> None:
