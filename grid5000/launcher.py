@@ -404,6 +404,8 @@ class OarLauncher(Launcher):
             f"cd {q(str(folder))} || exit 97",
             f"PYTHONPATH={q(str(code))}${{PYTHONPATH:+:$PYTHONPATH}}; export PYTHONPATH",
             "PYTHONUNBUFFERED=1; export PYTHONUNBUFFERED",
+            # The guard records the job that ran the cell in its final status, as it does under Slurm.
+            "BENCHMARK_TRACKER_JOB_ID=\"$OAR_JOB_ID\"; export BENCHMARK_TRACKER_JOB_ID",
             # The guard (the same as every launcher's) owns the cell: timeout, signals, the Kwollect post-step,
             # the final status last. In the background so that a SIGTERM from OAR (oardel, checkpoint) reaches it.
             f"{' '.join(q(a) for a in self.guard_command(cell, folder))} >> {LOG_FILE} 2>&1 &",

@@ -30,6 +30,7 @@ import math
 import os
 import shlex
 import shutil
+import re
 import socket
 import subprocess
 import sys
@@ -126,6 +127,11 @@ RESOURCE_KEYS = tuple(SlurmResources.model_fields)
 
 def _q(value) -> str:
     return shlex.quote(str(value))
+
+
+# What sbatch/squeue print when the controller does not answer (slurm_protocol_defs / slurm_errno strings).
+UNREACHABLE = re.compile(r"Unable to contact slurm controller|Socket timed out|Connection refused|"
+                         r"Zero Bytes were transmitted or received")
 
 
 def run_command(args: list, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -311,6 +317,9 @@ class SlurmLauncher(Launcher):
         done = run_command(args, timeout=60)
         if done.returncode != 0:
             message = (done.stderr or done.stdout).strip().replace("sbatch: error: ", "")
+            if done.returncode == 124 or UNREACHABLE.search(message):  # not a refusal: nobody answered
+                raise SchedulerUnreachable(f"Slurm is unreachable: {message}",
+                                           ["nothing was submitted; run the same command again once Slurm answers"])
             raise UserError(f"Slurm refuses the resources of node type {node_type}: {message}",
                             [f"requested: {signature.describe()}",
                              "fix the node type's `slurm:` block or the sweep's `slurm:` section; "
