@@ -21,7 +21,9 @@ LAUNCHER_MODULES = {
 # status.json: the record schema's helpers (update_status...) are called by the lifecycle (core side), the guard
 # (node side) and the job itself (its running and failed); nothing else writes it, by any means.
 STATUS_WRITERS = {"jobs/records.py", "orchestrator/lifecycle.py"}
-STATUS_HELPER_CALLERS = {"orchestrator/lifecycle.py", "jobs/guard.py", "jobs/run.py", "jobs/records.py"}
+# jobs/workers.py is the job's own multi-worker part (issue #15): it records its workers' ends, on the node.
+STATUS_HELPER_CALLERS = {"orchestrator/lifecycle.py", "jobs/guard.py", "jobs/run.py", "jobs/records.py",
+                         "jobs/workers.py"}
 INTERFACE = {"check", "check_campaign", "submit", "query", "cancel", "recover", "max_retries"}
 
 
