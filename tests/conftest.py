@@ -40,11 +40,16 @@ def sweep_file(tmp_path):
 
 
 def process_alive(pid: int) -> bool:
+    """Running, not merely a zombie (a killed process whose parent died with it waits for init to reap it)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 def cell_statuses(campaign: Path) -> dict:
