@@ -25,7 +25,6 @@ import signal
 import socket
 import subprocess
 import sys
-import sysconfig
 import threading
 import time
 import uuid
@@ -34,6 +33,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, cell_statuses, process_alive, tiny_sweep, wait_for
+from tests.test_oar_server import _job_user_python  # the OAR job user's venv, made once for both suites
 
 FAKES = ROOT / "tests" / "fake_schedulers"
 CATALOG = FAKES / "node_types.yaml"
@@ -171,26 +171,6 @@ def _check_slurm() -> None:
                     pytrace=False)
 
 
-def _oar_user_python(home: Path, user) -> str:
-    """A venv of Debian's python3.11 seeing this venv's packages: the job user cannot run root's interpreter."""
-    venv = home / "venv"
-    site = sysconfig.get_paths()["purelib"]
-    pth = venv / "lib" / "python3.11" / "site-packages" / "_bt_shared_venv.pth"
-    line = f"import site; site.addsitedir({site!r})\n"
-    if not (pth.exists() and pth.read_text() == line):
-        base = shutil.which("python3.11", path="/usr/bin:/usr/local/bin")
-        if base is None:
-            pytest.fail(f"no /usr/bin/python3.11 for the job user: run `{OAR_UP}`", pytrace=False)
-        home.mkdir(parents=True, exist_ok=True)
-        os.chown(home, user.pw_uid, user.pw_gid)
-        made = subprocess.run(["runuser", "-u", OAR_USER, "--", base, "-m", "venv", "--without-pip", "--clear",
-                               str(venv)], capture_output=True, text=True, timeout=120)
-        if made.returncode != 0:
-            pytest.fail(f"cannot make the job user's venv: {made.stderr}", pytrace=False)
-        pth.write_text(line)
-    return str(venv / "bin" / "python")
-
-
 def _check_oar():
     hint = f"run `{OAR_UP}` as root (stop it with `bash tests/clusters/oar-down.sh`)"
     if not (OAR_LAB / "shims" / "oarsub").exists():
@@ -237,7 +217,7 @@ def kind(request, contract_root) -> Kind:
             base.mkdir()
         made = Kind(name, base)
         if user is not None:
-            made.user, made.python = user, _oar_user_python(Path(user.pw_dir) / "bt-tests", user)
+            made.user, made.python = user, _job_user_python(Path(user.pw_dir) / "bt-tests", user)
             for folder in (base, made.sched_dir):
                 os.chown(folder, user.pw_uid, user.pw_gid)
         _KINDS[name] = made
