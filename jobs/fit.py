@@ -119,6 +119,7 @@ def run_fit(cell: dict, cell_dir: Path) -> dict:
     from jobs import hostinfo
     from jobs.idle import idle_baseline
     from jobs.meters import build_meters
+    from jobs.meters.evidence import CellEvidence
     from jobs.runner import energy_record
 
     params = cell["params"]
@@ -147,11 +148,15 @@ def run_fit(cell: dict, cell_dir: Path) -> dict:
     clock = time.perf_counter()
     meters = build_meters(cell_dir, cell, cell["energy"])
     timings["meters_setup_s"] = time.perf_counter() - clock
+    evidence = CellEvidence(cell, meters)  # evidence (#14): load, cooldown, knobs, trace, state, as every cell
     try:
+        evidence.check_load()
+        evidence.cool_down(Path(cell_dir).parent.parent)
         clock = time.perf_counter()
         idle = idle_baseline(meters, Path(cell_dir).parent.parent, cell["energy"]["idle_s"],
                              cell["energy"]["idle_reuse_s"], cell["id"])
         timings["idle_s"] = time.perf_counter() - clock
+        evidence.begin()  # knobs set, trace recording starts (build and warm-up are its front margin)
 
         clock = time.perf_counter()
         if test.family == "shallow":
@@ -168,6 +173,7 @@ def run_fit(cell: dict, cell_dir: Path) -> dict:
                             len(data.y_val) if data is not None else None, input_shape)
         timings["warmup_s"] = time.perf_counter() - clock
 
+        evidence.window_opens()
         meters.start()
         start_unix, start = time.time(), time.perf_counter()
         live = LiveEnergy(meters)
@@ -179,7 +185,9 @@ def run_fit(cell: dict, cell_dir: Path) -> dict:
         curve = _train(trainer, data, x_train, x_val, fit, budget, live, start)
         energy = meters.stop()
         end = time.perf_counter()
+        evidence.window_closed({"end_unix": start_unix + (end - start)})  # state at the end, knobs restored
     finally:
+        evidence.close()  # before meters.close(), which shuts NVML down
         meters.close()
 
     summary = _summary(curve["epochs"], fit, curve["reason"])
@@ -193,7 +201,7 @@ def run_fit(cell: dict, cell_dir: Path) -> dict:
                          "spent_joules": curve["epochs"][-1]["energy_total_j"]}
     if budget_record is not None:
         budget_record["within_budget"] = curve["epochs"][-1]["energy_total_j"] <= budget_joules
-    return {
+    return evidence.into({  # trace.parquet, gate verdict, uncertainty, machine state
         "host": hostinfo.host_record(),
         "software": hostinfo.software_record() if test.family != "shallow" else _shallow_software(),
         "devices": {},
@@ -214,7 +222,7 @@ def run_fit(cell: dict, cell_dir: Path) -> dict:
                 "curve": curve["epochs"], "eval_s": sum(e["eval_s"] for e in curve["epochs"]),
                 "eval_joules": sum(e["eval_joules"] for e in curve["epochs"]), "train_s": train_s,
                 "notes": _notes(test, in_window)},
-    }
+    }, cell_dir)
 
 
 def _shallow_software() -> dict:

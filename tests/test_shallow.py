@@ -17,6 +17,10 @@ def test_the_family_has_the_four_required_estimators():
 def test_estimator_fits_digits_under_the_meters(tmp_path, name):
     _, result = fit_cell(tmp_path, name, [8, 8, 1], 64, {"epochs": 2, "estimators_per_epoch": 5})
     fit = result["fit"]
+    # a fit cell carries its evidence like any other (#14): trace, gate verdict, uncertainty, machine state
+    assert (tmp_path / "camp" / "cells" / name / "trace.parquet").stat().st_size > 0 and result["trace"]
+    assert isinstance(result["energy"]["valid"], bool) and "uncertainty" in result["energy"]
+    assert result["state"]["start"] and result["state"]["end"]
     assert fit["final_accuracy"] > 0.8  # digits from 64 raw pixels: every one of them does better
     assert result["model"]["family"] == "shallow" and result["model"]["features"].startswith("flattened pixels")
     assert result["energy"]["total_joules"] > 0
