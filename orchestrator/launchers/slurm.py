@@ -375,8 +375,8 @@ class SlurmLauncher(Launcher):
             record = {"token": token, "job_name": f"bt-{token}", "cells_root": str(campaign.cells_dir),
                       "cells": [c.id for c in chunk], "python": self.python, "code": str(code),
                       "energy_accounting": energy, "time_limit_min": slurm_time(signature.params["time_limit_min"]),
-                      "signature": signature.describe(), "created_at": now_iso(),
-                      "ntasks_per_node": signature.params.get("ntasks_per_node"),  # scale (#15) "created": time.time(),
+                      "signature": signature.describe(), "created_at": now_iso(), "created": time.time(),
+                      "ntasks_per_node": signature.params.get("ntasks_per_node"),  # scale (#15)
                       "state": "submitting", "job_id": None, "host": socket.gethostname(), "pid": os.getpid()}
             atomic_write_json(record_path, record)  # first: from here on, a crash is recoverable
             array = len(chunk) > 1
