@@ -63,7 +63,9 @@ def probe(backend: str, folder: Path, name: str, train: bool) -> None:
     forward = backends.make_step(model, "inference", xt, yt)  # the job's own path, default execution
     result = forward()
     forward.sync()
-    out = {"forward": np.asarray(backends.to_host(result)), "device": np.asarray(backends.placement(result))}
+    out = {"forward": np.asarray(backends.to_host(result)), "device": np.asarray(backends.placement(result)),
+           "total_params": np.asarray(model.count_params()),
+           "trainable_params": np.asarray(sum(int(np.prod(v.shape)) for v in model.trainable_weights))}
     if train:
         aux = getattr(model, "aux_logits", None)
         live = backends._live_variables(model)

@@ -115,9 +115,13 @@ def test_each_execution_belongs_to_its_backends():
     assert [b.default_execution for b in backends.BACKENDS.values()] == ["graph", "graph", "eager"]
 
 
-# --- parameter parity: all 19 tests at full size, on every backend -------------------
+# --- parameter parity: all 19 tests at full size on TensorFlow and PyTorch ---------------
+# JAX is left out of the full-size build: it compiles every initializer, about 2 minutes of CI for the
+# catalog (the suite must stay under 30 minutes on 2 cores). There, parity is checked on the probes below:
+# each probe model is built on JAX, loads TensorFlow's weights one to one (same variables, same shapes) and
+# must count the same total and trainable parameters. `catalog --backend jax` still counts at full size.
 
-@pytest.mark.parametrize("backend", ["tensorflow", *OTHERS])
+@pytest.mark.parametrize("backend", ["tensorflow", "torch"])
 def test_catalog_counts_every_model_exactly_on(backend):
     done = run_cli("catalog", "--backend", backend, "--json", timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -157,6 +161,15 @@ def test_forward_agrees_with_tensorflow(probes, name, backend):
     scale = np.max(np.abs(reference))
     assert scale > 0 and np.max(np.abs(ours - reference)) <= FORWARD_RTOL * scale
     assert "cpu" in str(result["device"]).lower()  # the placement probe names the device
+
+
+@pytest.mark.parametrize("backend", OTHERS)
+@pytest.mark.parametrize("name", [n for family in FAMILIES.values() for n in family])
+def test_parameter_counts_agree_with_tensorflow(probes, name, backend):
+    reference, result = _load(probes, name, "tensorflow"), _load(probes, name, backend)
+    assert int(reference["total_params"]) > 0
+    assert (int(result["total_params"]), int(result["trainable_params"])) == \
+        (int(reference["total_params"]), int(reference["trainable_params"]))
 
 
 @pytest.mark.parametrize("backend", OTHERS)
