@@ -49,11 +49,12 @@ FINAL = ("done", "failed", "skipped")
 # integrated lifecycle they were not run to the end (issue #10 stays open for it); the live servers are
 # exercised meanwhile by tests/test_slurm.py and tests/test_oar_server.py.
 LIVE_KINDS = [pytest.param("slurm-live", marks=pytest.mark.cluster), pytest.param("oar-live", marks=pytest.mark.cluster)]
-KINDS = ["local", "slurm-recorded", "oar-recorded"]
+# `local` is built too but held back from CI for time (the suite must stay under 30 min on 2 cores): the local
+# launcher's cases run in tests/launchers/test_local_run_control.py, test_lifecycle_core.py and test_end_to_end.py.
+LOCAL_KIND = "local"
+KINDS = ["slurm-recorded", "oar-recorded"]
 # Known defects of the lifecycle (issue #10, open), asserted to fail (strict): a fix makes the suite say so.
 KNOWN_DEFECTS = {
-    ("resume", "slurm-recorded"): "a sweep killed while sbatch is slow to answer: the rerun does not finish both cells",
-    ("duplicate", "slurm-recorded"): "a sweep killed while sbatch is slow to answer: the rerun does not finish both cells",
     ("duplicate", "oar-recorded"): "an adopted OAR job counts two attempts for one measurement",
 }
 
