@@ -22,7 +22,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, cell_statuses, process_alive, tiny_sweep, wait_for
-from tests.test_oar_server import _job_user_python  # the OAR job user's venv, made once for both suites
+from tests.test_oar_server import _job_user_python, _port_open  # the OAR job user's venv and port probe, one copy
 
 FAKES = ROOT / "tests" / "fake_schedulers"
 CATALOG = FAKES / "node_types.yaml"
@@ -147,14 +146,6 @@ class Kind:
 
     def wait(self, campaign: Path, timeout: float = 240) -> subprocess.CompletedProcess:
         return self.cli("wait", campaign, "--poll", "1", "--timeout", timeout, timeout=timeout + 60)
-
-
-def _port_open(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 def _check_slurm() -> None:
