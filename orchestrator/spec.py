@@ -571,9 +571,9 @@ def _load_yaml(text: str, path: Path, origin: str | None = None) -> tuple:
             return None, {(): origin}
         raise refuse(1, "the file is empty")
     lines: dict = {}
-    budget = [MAX_VALUES]
     try:
-        data = _to_data(root, (), lines, yaml.SafeLoader(""), budget)
+        _refuse_if_it_expands_too_far(root)
+        data = _to_data(root, (), lines, yaml.SafeLoader(""))
     except _Refused as exc:
         raise refuse(exc.line, exc.message) from None
     except yaml.MarkedYAMLError as exc:
@@ -583,13 +583,49 @@ def _load_yaml(text: str, path: Path, origin: str | None = None) -> tuple:
     return data, lines
 
 
-def _to_data(node, keys: tuple, lines: dict, constructor, budget: list):
+def _children(node) -> list:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def _refuse_if_it_expands_too_far(root) -> None:
+    """Refuses a file whose aliases expand past MAX_VALUES values, citing the line where the count
+    passes it, before anything is built.
+
+    An alias is the anchored node itself, so sizes are counted once per node (memoised), not once
+    per use: a "billion laughs" file costs as many steps as it has lines.
+    """
+    sizes: dict = {}
+
+    def size(node, depth: int) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        sizes[id(node)] = 1  # a node that contains itself is refused later for its depth
+        if depth > MAX_DEPTH:
+            return 1
+        sizes[id(node)] = min(1 + sum(size(child, depth + 1) for child in _children(node)), MAX_VALUES + 1)
+        return sizes[id(node)]
+
+    left = MAX_VALUES
+    if size(root, 0) <= left:
+        return
+    node = root
+    while True:  # walk down, in document order, to the node where the count runs out
+        left -= 1
+        for child in _children(node):
+            if sizes[id(child)] > left:
+                node = child
+                break
+            left -= sizes[id(child)]
+        else:
+            raise _Refused(node.start_mark.line + 1, f"the file expands to more than {MAX_VALUES:,} values "
+                                                     "(aliases multiply what they repeat)")
+
+
+def _to_data(node, keys: tuple, lines: dict, constructor):
     line = node.start_mark.line + 1
     lines[keys] = line
-    budget[0] -= 1
-    if budget[0] < 0:
-        raise _Refused(line, f"the file expands to more than {MAX_VALUES:,} values (aliases multiply what they "
-                             "repeat)")
     if len(keys) > MAX_DEPTH:
         raise _Refused(line, f"nested more than {MAX_DEPTH} levels deep (an alias that contains itself?)")
     if node.tag not in _PLAIN_TAGS:
@@ -610,11 +646,11 @@ def _to_data(node, keys: tuple, lines: dict, constructor, budget: list):
                                          "as text)")
             if key in result:
                 raise _Refused(key_line, f"{_dotted(keys + (key,))}: key given twice")
-            result[key] = _to_data(value_node, keys + (key,), lines, constructor, budget)
+            result[key] = _to_data(value_node, keys + (key,), lines, constructor)
             lines[keys + (key,)] = key_line
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_to_data(item, keys + (i,), lines, constructor, budget) for i, item in enumerate(node.value)]
+        return [_to_data(item, keys + (i,), lines, constructor) for i, item in enumerate(node.value)]
     return constructor.construct_object(node, deep=True)
 
 
