@@ -34,6 +34,21 @@ def _own_host_lock(tmp_path_factory):
     os.environ.setdefault("BENCHMARK_TRACKER_HOST_LOCK", str(tmp_path_factory.mktemp("host-lock") / "host.lock"))
 
 
+# Files whose tests submit to the live one-node servers: under `pytest -n` (make test runs two workers)
+# each server's tests stay on one worker, in order, so they never queue behind each other's jobs.
+LIVE_SERVER_FILES = {"test_slurm.py": "slurm-live", "test_scaling_slurm.py": "slurm-live",
+                     "test_oar_server.py": "oar-live"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """xdist's `loadgroup`: one group per live server, otherwise one per file (a module-scoped fixture,
+    such as one real campaign shared by several assertions, is then built once, not once per worker)."""
+    for item in items:
+        kind = getattr(getattr(item, "callspec", None), "params", {}).get("kind")
+        group = LIVE_SERVER_FILES.get(item.path.name) or (kind if kind in ("slurm-live", "oar-live") else None)
+        item.add_marker(pytest.mark.xdist_group(group or str(item.path.relative_to(ROOT))))
+
+
 @pytest.fixture
 def sweep_file(tmp_path):
     return lambda text, name="sweep.yaml": write_sweep(tmp_path, text, name)
