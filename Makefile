@@ -19,6 +19,9 @@ STAMP    := $(VENV)/.installed-$(TF_EXTRA)
 BT       := $(VENV)/bin/benchmark-tracker
 
 SERVICES ?= 1
+# Two pytest-xdist workers: much of the suite waits on schedulers and subprocesses, so two keep a 2-core
+# CI machine busy (tests/conftest.py keeps each live server's tests on one worker). 0 runs them in-process.
+PYTEST_WORKERS ?= 2
 
 .PHONY: install sweep expand collect status test services nightly clean
 
@@ -51,7 +54,7 @@ services:
 	bash tests/clusters/oar-up.sh
 
 test: $(STAMP) $(if $(filter 1,$(SERVICES)),services)
-	$(VENV)/bin/python -m pytest -m "cluster or not cluster" $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -m "cluster or not cluster" -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
