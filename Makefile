@@ -54,7 +54,7 @@ services:
 	bash tests/clusters/oar-up.sh
 
 test: $(STAMP) $(if $(filter 1,$(SERVICES)),services)
-	$(VENV)/bin/python -m pytest -m "cluster or not cluster" -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -m "cluster or not cluster" -n $(PYTEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -34,19 +34,34 @@ def _own_host_lock(tmp_path_factory):
     os.environ.setdefault("BENCHMARK_TRACKER_HOST_LOCK", str(tmp_path_factory.mktemp("host-lock") / "host.lock"))
 
 
-# Files whose tests submit to the live one-node servers: under `pytest -n` (make test runs two workers)
+# Files whose tests submit to the live one-node servers: under `pytest -n 2 --dist loadscope` (make test)
 # each server's tests stay on one worker, in order, so they never queue behind each other's jobs.
 LIVE_SERVER_FILES = {"test_slurm.py": "slurm-live", "test_scaling_slurm.py": "slurm-live",
                      "test_oar_server.py": "oar-live"}
 
 
-def pytest_collection_modifyitems(config, items):
-    """xdist's `loadgroup`: one group per live server, otherwise one per file (a module-scoped fixture,
-    such as one real campaign shared by several assertions, is then built once, not once per worker)."""
-    for item in items:
-        kind = getattr(getattr(item, "callspec", None), "params", {}).get("kind")
-        group = LIVE_SERVER_FILES.get(item.path.name) or (kind if kind in ("slurm-live", "oar-live") else None)
-        item.add_marker(pytest.mark.xdist_group(group or str(item.path.relative_to(ROOT))))
+def worker_unit(nodeid: str) -> str:
+    """The unit one xdist worker runs in order: a live server's tests, otherwise one file (a module-scoped
+    fixture, such as one real campaign shared by several assertions, is then built once)."""
+    path = nodeid.split("::", 1)[0]
+    for kind in ("slurm-live", "oar-live"):
+        if f"[{kind}]" in nodeid or f"-{kind}]" in nodeid or f"[{kind}-" in nodeid:
+            return kind
+    return LIVE_SERVER_FILES.get(path.rsplit("/", 1)[-1], path)
+
+
+@pytest.hookimpl(optionalhook=True)  # xdist's hook; a plain pytest without xdist never calls it
+def pytest_xdist_make_scheduler(config, log):
+    """loadscope with our scopes (xdist's own loadgroup marks do not reach pytest 9.2's node ids)."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByServerOrFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return worker_unit(nodeid)
+
+    return ByServerOrFile(config, log)
 
 
 @pytest.fixture
