@@ -197,6 +197,9 @@ def contract_root():
     yield root
     if not os.environ.get("BT_CONTRACT_KEEP"):  # set it to look at the campaigns afterwards
         shutil.rmtree(root, ignore_errors=True)
+        for made in _KINDS.values():  # oar-live's folder is in the job user's home, not under root
+            if made.user is not None:
+                shutil.rmtree(made.base, ignore_errors=True)
 
 
 @pytest.fixture
