@@ -222,17 +222,20 @@ def oarstat(job_ids: list) -> dict:
 
 
 def oarstat_user() -> dict:
-    """{job id (str): record} of this user's current jobs (one `oarstat -u -f -J` call)."""
+    """{job id (str): record} of this user's current jobs (one `oarstat -u -f -J` call); OarError when OAR did not
+    answer: a failed listing is not an empty one (taken as "no job", it would make a rerun submit a second job)."""
     process = _run(["oarstat", "-u", "-f", "-J"])
     _finish([process])
     _check_ran(process, "oarstat")
+    if process.exit_code != 0:
+        raise OarError(f"oarstat -u exited with code {process.exit_code}: {_tail(process.stderr or process.stdout)}")
     text = (process.stdout or "").strip()
-    if process.exit_code != 0 or not text:
+    if not text:  # what OAR 2.5.9 prints when the user has no current job (rc 0)
         return {}
     try:
         data = json.loads(text)
-    except ValueError:
-        return {}
+    except ValueError as exc:
+        raise OarError(f"oarstat -u printed no JSON ({exc}): {_tail(text)}") from None
     return {str(k): v for k, v in data.items()} if isinstance(data, dict) else {}
 
 

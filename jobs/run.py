@@ -45,7 +45,10 @@ def main(argv: list | None = None) -> int:
 
     started = now_iso()
     clock = time.perf_counter()
-    update_status(cell_dir, "running", pid=os.getpid(), host=socket.gethostname(), started_at=started)
+    # The scheduler's job id (set by the launcher's job script): a cell whose submitter was killed before it
+    # recorded the job still says which job runs it, so the rerun adopts that job instead of adding one.
+    job = {"job_id": os.environ["BENCHMARK_TRACKER_JOB_ID"]} if os.environ.get("BENCHMARK_TRACKER_JOB_ID") else {}
+    update_status(cell_dir, "running", pid=os.getpid(), host=socket.gethostname(), started_at=started, **job)
     print(f"[job] cell {cell['id']} ({cell['params']['test']} {cell['params']['phase']} "
           f"{cell['params']['subtest']}) on {socket.gethostname()}, pid {os.getpid()}", flush=True)
     record = {"schema_version": RESULT_SCHEMA_VERSION, "cell_id": cell["id"], "campaign": cell["campaign"],

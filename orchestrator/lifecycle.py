@@ -359,18 +359,7 @@ def launch(campaign, launcher, cells: list, progress) -> int:
         for cell_id, refused in exc.refused.items():
             update_status(campaign.cell_dir(cell_id), "failed", reason=refused.reason, **refused.fields)
         raise
-    _test_pause(TEST_PAUSE_ENV)
     return _record_submissions(campaign, launcher, answers, progress)
-
-
-TEST_PAUSE_ENV = "BENCHMARK_TRACKER_TEST_DELAY_AFTER_SUBMIT_S"
-
-
-def _test_pause(variable: str) -> None:
-    """Tests only: widen the window between a scheduler's answer and the job records (a kill lands inside it)."""
-    delay = os.environ.get(variable)
-    if delay:
-        time.sleep(float(delay))
 
 
 def _record_submissions(campaign, launcher, answers: dict, progress) -> int:
@@ -515,6 +504,11 @@ def refresh(campaign, launcher, cells: list, retry: bool = True, holding_lock: b
         job = current_job(campaign, cell.id, status)
         if job is not None:
             watched[cell.id] = (status, job["job_id"])
+        elif status["state"] == "running" and status.get("job_id") and not locked:
+            # Its job runs and said which it is, but the sweep that submitted it died before recording it: that
+            # job is the attempt (adopted), whatever the scheduler's listing says; never a second job beside it.
+            record_job(campaign, cell.id, launcher, status["job_id"], adopted=True)
+            watched[cell.id] = (status, str(status["job_id"]))
         else:
             unrecorded.append(cell)
     if unrecorded and not locked:  # with the lock held elsewhere, a sweep is submitting them right now
@@ -522,7 +516,11 @@ def refresh(campaign, launcher, cells: list, retry: bool = True, holding_lock: b
             status = campaign.status(cell_id)
             if status["state"] not in IN_FLIGHT_STATES:
                 continue
-            if job_id is None:
+            if job_id is None and status["state"] == "running":  # its job ran, then went without a word or an id
+                update_status(campaign.cell_dir(cell_id), "failed", interrupted=True,
+                              reason=f"its job is gone without a final status, and the sweep that submitted it "
+                                     f"was stopped before recording its {launcher.name} job id")
+            elif job_id is None:
                 update_status(campaign.cell_dir(cell_id), "failed", interrupted=True,
                               reason=f"its submission was interrupted before it reached {launcher.name}")
             else:

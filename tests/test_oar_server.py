@@ -1,5 +1,6 @@
 """Against a real OAR 2.5 (tests/clusters/oar-up.sh): a sweep submitted through execo end to end, with the
-Kwollect step; a running job deleted, a queued one cancelled; a property filter that matches no node.
+Kwollect step; a running job deleted, a queued one cancelled; a property filter that matches no node. A sweep
+killed after oarsub, whose job the rerun adopts, is a contract case (tests/launchers/test_contract.py, oar-live).
 
 The orchestrator runs as the unprivileged job user (as on a frontend: OAR refuses jobs owned by root), with
 an interpreter that user may run. These tests FAIL, never skip, when the server is not up.
@@ -208,34 +209,3 @@ def test_a_property_filter_matching_no_node_is_reported_clearly(oar_lab, workdir
     assert message in submitted.stderr
     [status] = statuses(workdir / "results" / "oar_nomatch")
     assert status["state"] == "failed" and message in status["reason"] and "oarnodes" in status["reason"]
-
-
-def test_a_sweep_killed_after_oarsub_is_adopted_by_the_rerun_never_a_second_job(oar_lab, workdir):
-    """SIGKILL between oarsub's answer and the job record: the rerun finds the job by its name (bt-<cell id>)."""
-    sweep = write_sweep(workdir, "oar_adopt", "{kwollect: false}", iterations=1_000_000)
-    campaign = workdir / "results" / "oar_adopt"
-    sweeper = subprocess.Popen(_job_user_argv([oar_lab["python"], "-m", "orchestrator.cli", "sweep", str(sweep),
-                                               "--output", str(workdir / "results")],
-                                              BENCHMARK_TRACKER_TEST_DELAY_AFTER_SUBMIT_S="30"),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
-    try:
-        line = sweeper.stderr.readline()
-        while line and "SUBMIT" not in line:
-            line = sweeper.stderr.readline()
-        assert "OAR job" in line, line
-        job_id = line.rsplit("OAR job", 1)[1].strip()
-        holder = (campaign / ".lock").read_text()  # "pid N on host since ...": the sweep itself, not runuser
-        os.kill(int(holder.split()[1]), 9)
-    finally:
-        sweeper.wait(timeout=30)
-    [cell] = (campaign / "cells").iterdir()
-    assert not (cell / "job.json").exists() and statuses(campaign)[0]["state"] in ("submitted", "running")
-    rerun = bt(oar_lab, "sweep", sweep, "--output", workdir / "results")
-    assert rerun.returncode == 0, rerun.stderr
-    assert "SUBMIT" not in rerun.stderr  # adopted, not submitted again
-    record = json.loads((cell / "job.json").read_text())
-    assert record["job_id"] == job_id and record["adopted"] is True and record["attempt"] == 1
-    mine = json.loads(oar_client("oarstat", "-u", "-f", "-J").stdout or "{}")
-    assert [j for j, r in mine.items() if r["name"] == f"bt-{cell.name}"] == [job_id]  # one job for the cell
-    cancelled = bt(oar_lab, "cancel", campaign, timeout=120)
-    assert cancelled.returncode == 0 and "cancelled 1 open cell(s)" in cancelled.stdout, cancelled.stderr

@@ -408,7 +408,6 @@ class SlurmLauncher(Launcher):
                                         submitted=done,
                                         refused={c.id: Refused(f"Slurm refused the job: {message}") for c in chunk}
                                         ) from None
-            self._hook_after_sbatch()
             record["state"], record["job_id"], record["submitted_at"] = "submitted", job_id, now_iso()
             atomic_write_json(record_path, record)
             self._records[token] = record
@@ -418,13 +417,6 @@ class SlurmLauncher(Launcher):
                          f"{signature.describe()}\n")
             stream.flush()
         return submitted
-
-    @staticmethod
-    def _hook_after_sbatch() -> None:
-        """Tests only: widen the window between sbatch and its record (a kill lands inside it)."""
-        delay = os.environ.get("BENCHMARK_TRACKER_SLURM_TEST_DELAY_S")
-        if delay:
-            time.sleep(float(delay))
 
     # --- submission records -----------------------------------------------------------
 

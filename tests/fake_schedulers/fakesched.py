@@ -551,6 +551,8 @@ def oarstat(args: list) -> None:
     ids = [args[i + 1] for i, a in enumerate(args) if a == "-j" and i + 1 < len(args)]
     ids += [a[2:] for a in args if a.startswith("-j") and len(a) > 2]
     jobs = {str(j["id"]): j for j in all_jobs("oar")}
+    if "-u" in args and not ids:  # the user's current jobs, ended ones left out; none: empty output, rc 0 (recorded)
+        ids = [i for i, j in jobs.items() if j["state"] in ("Waiting", "Running")]
     records = {i: _oar_record(jobs[i]) for i in ids if i in jobs}
     if "-J" not in args:
         answer("", "fake oarstat: only -f -J is imitated\n", 1)

@@ -12,14 +12,19 @@ history; docs/result-schema.md), so it holds whatever the launchers' insides bec
 tiny cells (MobileNet-V2 at 32x32, eager); a failing job is a real one too (a node type promising a GPU this
 machine lacks), and a silent death is a real SIGKILL of the job's process, found from status.json.
 
-Campaigns are shared where one shows several cases (submit + non-zero exit; resume + no duplicate), and
-computed once per launcher kind (the `outcome` cache), so a test asserts on what its campaign recorded.
+Campaigns are shared where one shows several cases, and computed once per launcher kind (the `outcome` cache),
+so a test asserts on what its campaign recorded: one `basic` campaign of three cells shows submit, a non-zero
+exit, a silent death and a retry on every kind; a one-cell campaign shows the timeout (timeout_s is the sweep's,
+and the other cells need more than its 8 s on a loaded machine); cancel, resume + no duplicate, and the
+unreachable scheduler have a campaign each, run on the kinds listed at CANCEL_KINDS, RESUME_KINDS and
+UNREACHABLE_KINDS (with why the others are left out).
 """
 from __future__ import annotations
 
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -44,29 +49,30 @@ SCHEDULER_TIMEOUT_S = "3"  # how long one unanswered scheduler command is waited
 TIMEOUT_S = 8               # the overrunning cell's timeout_s
 FINAL = ("done", "failed", "skipped")
 
-# The live kinds ("slurm-live", "oar-live", marked `cluster`) are built below but not yet in these lists: on the
-# integrated lifecycle they were not run to the end (issue #10 stays open for it); the live servers are
-# exercised meanwhile by tests/test_slurm.py and tests/test_oar_server.py.
+# Every launcher runs the contract: the recorded fakes (no services, no root), this machine (`local`), and the
+# live servers (marked `cluster`). The live and local kinds cost real jobs on a 2-core CI machine, so they run
+# the cases that share one campaign (EVERY_KIND: submit, a non-zero exit, a silent death, a retry, all read from
+# the `basic` campaign) and the cheap one-cell timeout; the cases that need a campaign of their own run where
+# noted at each case (RESUME_KINDS, CANCEL_KINDS, UNREACHABLE_KINDS), with the reason.
 LIVE_KINDS = [pytest.param("slurm-live", marks=pytest.mark.cluster), pytest.param("oar-live", marks=pytest.mark.cluster)]
-# `local` is built too but held back from CI for time (the suite must stay under 30 min on 2 cores): the local
-# launcher's cases run in tests/launchers/test_local_run_control.py, test_lifecycle_core.py and test_end_to_end.py.
 LOCAL_KIND = "local"
 KINDS = ["slurm-recorded", "oar-recorded"]
-# Known defects of the lifecycle (issue #10, open), asserted to fail (strict): a fix makes the suite say so.
-KNOWN_DEFECTS = {
-    ("duplicate", "oar-recorded"): "an adopted OAR job counts two attempts for one measurement",
-}
+EVERY_KIND = [*KINDS, LOCAL_KIND, *LIVE_KINDS]
 
-
-def known_defect(request, case: str, kind) -> None:
-    reason = KNOWN_DEFECTS.get((case, kind.name))
-    if reason:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=f"issue #10 open: {reason}"))
 # A scheduler that does not answer cannot be expressed for `local` (there is no scheduler), nor for `oar-live`:
 # OAR's clients read /etc/oar/oar.conf through a setuid wrapper, so a test cannot point them at a dead server
 # without stopping the shared one (forbidden: other tests use it). slurm-live points the real clients at a dead
 # controller (SLURM_CONF); oar-recorded uses a client that hangs, as one does when its server is gone.
-UNREACHABLE_KINDS = ["slurm-recorded", "oar-recorded"]  # + slurm-live, with LIVE_KINDS
+UNREACHABLE_KINDS = ["slurm-recorded", "oar-recorded"]
+# Cancel needs two long cells of its own: run on the recorded kinds and on local (whose sweep must also stop
+# starting cells); the live servers' cancel is left to tests/test_oar_server.py (a queued job cancelled, a running
+# one deleted) and, for Slurm, to the recorded formats (scancel, CANCELLED in squeue/sacct): two long jobs of the
+# shared one-node cluster would show nothing more for their CI minutes.
+CANCEL_KINDS = [*KINDS, LOCAL_KIND]
+# Resume and adoption after a killed submitter: every kind but slurm-live. Slurm's adoption (a job found by name
+# in squeue/sacct) is the same code on the recorded kind, whose squeue/sacct answer in the recorded formats; the
+# live OAR runs it because its `oarstat -u` listing is what the adoption reads there.
+RESUME_KINDS = [*KINDS, LOCAL_KIND, LIVE_KINDS[1]]
 
 
 # --- the launcher kinds ----------------------------------------------------------------------------
@@ -191,6 +197,9 @@ def contract_root():
     yield root
     if not os.environ.get("BT_CONTRACT_KEEP"):  # set it to look at the campaigns afterwards
         shutil.rmtree(root, ignore_errors=True)
+        for made in _KINDS.values():  # oar-live's folder is in the job user's home, not under root
+            if made.user is not None:
+                shutil.rmtree(made.base, ignore_errors=True)
 
 
 @pytest.fixture
@@ -277,11 +286,6 @@ def only(campaign: Path) -> dict:
     return status
 
 
-def first_attempt(status: dict) -> dict:
-    """The first attempt's outcome: the status itself, or the oldest history entry once it was retried."""
-    return status["history"][0] if status.get("history") else status
-
-
 def running_pid(campaign: Path):
     """(cell id, pid of its measuring process) once a cell's job runs, else None."""
     for cell_id, status in cell_statuses(campaign).items():
@@ -348,15 +352,43 @@ def run_to_end(kind: Kind, sweep: Path, campaign: Path, extra: dict | None = Non
     return {"sweep": swept, "wait": waited, "status": shown, "statuses": cell_statuses(campaign)}
 
 
-# --- submit, and a non-zero exit: one campaign of two cells -------------------------------------------
+# --- submit, a non-zero exit, a silent death and a retry: one campaign of three cells -------------------
+
+def cell_of_type(campaign: Path, node_type: str) -> str | None:
+    for path in (campaign / "cells").glob("*/cell.json"):
+        try:
+            if json.loads(path.read_text())["params"]["node_type"] == node_type:
+                return path.parent.name
+        except (OSError, ValueError):
+            continue
+    return None
+
 
 def _basic(kind: Kind) -> dict:
-    sweep = kind.sweep_file("basic", node_types="contract, contract-nogpu")
+    """One real campaign shows four cases on every kind: `contract` runs to done (submit), `contract-nogpu` fails in
+    its job (a non-zero exit), `contract-killed` has its measuring process SIGKILLed once running (a silent death)
+    and, with `max_retries: 1` (the core's, at the sweep's top level), runs again to done (a retry)."""
+    sweep = kind.sweep_file("basic", node_types="contract, contract-nogpu, contract-killed", top="max_retries: 1\n")
     campaign = kind.out / "basic"
-    found = run_to_end(kind, sweep, campaign)
-    found["campaign"] = campaign
+    sweeper = kind.start("sweep", sweep, "--output", kind.out)  # local: it runs the cells; schedulers: submits
+    try:
+        def victim():
+            cell_id = cell_of_type(campaign, "contract-killed")
+            status = cell_statuses(campaign).get(cell_id) if cell_id else None
+            if status is None and sweeper.poll() is not None and sweeper.returncode not in (0, 1):
+                raise AssertionError(f"the sweep ended with exit {sweeper.returncode}:\n{sweeper.stderr.read()[-3000:]}")
+            return status["pid"] if status and status.get("state") == "running" and status.get("pid") else None
+        pid = wait_for(victim, 240, every=0.05, what="the contract-killed cell's job running")
+        os.kill(pid, signal.SIGKILL)  # no handler runs, nothing is written by the job
+        out, err = sweeper.communicate(timeout=400)
+    finally:
+        if sweeper.poll() is None:
+            kill_sweep(sweeper)
+    found = {"sweep": subprocess.CompletedProcess(sweeper.args, sweeper.returncode, out, err),
+             "wait": kind.wait(campaign), "killed_pid": pid, "campaign": campaign}
+    found["status"] = kind.cli("status", campaign)
     by_type = {}
-    for cell_id, status in found["statuses"].items():
+    for cell_id, status in cell_statuses(campaign).items():
         cell = json.loads((campaign / "cells" / cell_id / "cell.json").read_text())
         by_type[cell["params"]["node_type"]] = (cell_id, status)
     found["by_type"] = by_type
@@ -364,7 +396,7 @@ def _basic(kind: Kind) -> dict:
     return found
 
 
-@pytest.mark.parametrize("kind", KINDS, indirect=True)
+@pytest.mark.parametrize("kind", EVERY_KIND, indirect=True)
 def test_submit_runs_a_cell_to_done_with_its_result(kind):
     found = outcome(kind, "basic", _basic)
     swept = found["sweep"]
@@ -378,13 +410,14 @@ def test_submit_runs_a_cell_to_done_with_its_result(kind):
     assert not found["orphans"], found["orphans"]
 
 
-@pytest.mark.parametrize("kind", KINDS, indirect=True)
+@pytest.mark.parametrize("kind", EVERY_KIND, indirect=True)
 def test_a_non_zero_exit_fails_the_cell_with_the_jobs_reason_and_exit_1(kind):
     found = outcome(kind, "basic", _basic)
     _, status = found["by_type"]["contract-nogpu"]
     assert status["state"] == "failed", show(status)
     assert status["reason"].startswith("RuntimeError: node type contract-nogpu promises 1 GPU"), status["reason"]
     assert isinstance(status.get("exit_code"), int) and status["exit_code"] != 0, show(status)  # the job's exit code
+    assert status["attempts"] == 1, show(status)  # the cell's own error: never retried
     # The campaign has a failed cell: sweep (local: it ran the cells) or wait, and status, exit 1.
     if kind.scheduler:
         assert found["sweep"].returncode == 0, found["sweep"].stderr
@@ -394,59 +427,41 @@ def test_a_non_zero_exit_fails_the_cell_with_the_jobs_reason_and_exit_1(kind):
     assert found["status"].returncode == 1, found["status"].stdout + found["status"].stderr
 
 
-# --- a silent death: the job's process SIGKILLed ---------------------------------------------------
-
-def _killed(kind: Kind, name: str, top: str = "") -> dict:
-    sweep = kind.sweep_file(name, top=top)
-    campaign = kind.out / name
-    sweeper = kind.start("sweep", sweep, "--output", kind.out)  # local: it runs the cell; schedulers: it submits
-    try:
-        cell_id, pid = wait_running(sweeper, campaign, "the cell's job running")
-        os.kill(pid, signal.SIGKILL)  # no handler runs, nothing is written by the job
-        _, err = sweeper.communicate(timeout=300)
-    finally:
-        if sweeper.poll() is None:
-            kill_sweep(sweeper)
-    waited = kind.wait(campaign)
-    return {"sweep": sweeper.returncode, "sweep_err": err, "wait": waited, "status": only(campaign),
-            "killed_pid": pid, "orphans": orphans(campaign), "campaign": campaign}
-
-
-@pytest.mark.parametrize("kind", KINDS, indirect=True)
+@pytest.mark.parametrize("kind", EVERY_KIND, indirect=True)
 def test_a_silent_death_fails_the_cell_with_a_reason_naming_it(kind):
-    # One campaign shows both the silent death (its first attempt) and the retry (below): a campaign per kind less.
-    found = outcome(kind, "retried", _retried)
-    [first] = found["status"]["history"]
+    found = outcome(kind, "basic", _basic)
+    _, status = found["by_type"]["contract-killed"]
+    [first] = status["history"]  # the killed attempt, before its retry
     assert first["state"] == "failed" and "SIGKILL" in first["reason"], show(first)
     assert not process_alive(found["killed_pid"]) and not found["orphans"], found["orphans"]
 
 
-# --- retry: max_retries -------------------------------------------------------------------------
-
-def _retried(kind: Kind) -> dict:
-    # `max_retries` is the core's (issue #10: retries for every launcher), at the sweep's top level.
-    return _killed(kind, "retried", top="max_retries: 1\n")
-
-
-@pytest.mark.parametrize("kind", KINDS, indirect=True)
+@pytest.mark.parametrize("kind", EVERY_KIND, indirect=True)
 def test_a_failed_attempt_is_retried_and_every_attempt_recorded(kind):
-    found = outcome(kind, "retried", _retried)
-    status = found["status"]
+    found = outcome(kind, "basic", _basic)
+    cell_id, status = found["by_type"]["contract-killed"]
     assert status["state"] == "done" and status["attempts"] == 2, show(status)
     [first] = status["history"]
     assert first["state"] == "failed" and "SIGKILL" in first["reason"], first
-    assert found["wait"].returncode == 0, found["wait"].stdout + found["wait"].stderr
+    job = json.loads((found["campaign"] / "cells" / cell_id / "job.json").read_text())
+    assert job["attempt"] == 2, job  # one job record per attempt: the current one is the retry's
+    # Followed to the end: `wait` says the campaign has a failed cell (contract-nogpu), not this one.
+    assert found["wait"].returncode == 1, found["wait"].stdout + found["wait"].stderr
 
 
 # --- a timeout ------------------------------------------------------------------------------------
 
 def _overrun(kind: Kind) -> dict:
+    """One cell far over its timeout_s, its submitter gone (a scheduler's sweep exits once it submitted; the local
+    sweep is SIGKILLed): the guard on the node alone stops it, and says why."""
     sweep = kind.sweep_file("overrun", duration_s=600, timeout_s=TIMEOUT_S)
     campaign = kind.out / "overrun"
     sweeper = kind.start("sweep", sweep, "--output", kind.out)
     try:
         wait_running(sweeper, campaign, "the overrunning cell running")
         started = time.monotonic()
+        if not kind.scheduler:  # the submitter gone, as a scheduler's sweep is once it submitted: the guard alone
+            kill_sweep(sweeper)  # holds the timeout (SIGKILL: nothing of the sweep runs after)
         # The cell's own timeout_s holds on every launcher (the guard on the node enforces it), not only
         # the scheduler's coarser limit (Slurm's whole minutes): judged well before a one-minute limit.
         final = None
@@ -465,7 +480,7 @@ def _overrun(kind: Kind) -> dict:
             "orphans": orphans(campaign), "sweep_err": err}
 
 
-@pytest.mark.parametrize("kind", KINDS, indirect=True)
+@pytest.mark.parametrize("kind", EVERY_KIND, indirect=True)
 def test_a_timeout_fails_the_cell_as_timeout_and_leaves_no_process(kind):
     found = outcome(kind, "overrun", _overrun)
     assert found["final"] is not None, (f"still {found['status']['state']} {found['elapsed']:.0f} s after it "
@@ -473,6 +488,8 @@ def test_a_timeout_fails_the_cell_as_timeout_and_leaves_no_process(kind):
     status = found["status"]  # once `wait` returned
     assert status["state"] == "failed" and status.get("timed_out") is True, show(status)
     assert "timed out" in status["reason"] or "timeout" in status["reason"], status["reason"]
+    if kind.scheduler:  # the guard names the job it stopped
+        assert status.get("job_id"), show(status)
     # A final status is written once, last: what `status`/`wait` first saw as final is what stays.
     first = found["final"]
     assert (first["state"], first.get("reason")) == (status["state"], status["reason"]), show(first)
@@ -494,34 +511,43 @@ def _cancel(kind: Kind) -> dict:
         if kind.scheduler:  # the sweep submits and exits; the other cell is queued behind the running one
             sweeper.communicate(timeout=120)
         before = cell_statuses(campaign)
+        # Two `cancel` at once: the second waits for the first, then finds nothing left open.
+        argv, env = kind.command(["cancel", campaign])
+        second = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
         cancelled = kind.cli("cancel", campaign, timeout=180)
+        out, err = second.communicate(timeout=180)
+        other_cancel = subprocess.CompletedProcess(argv, second.returncode, out, err)
         final = wait_for(lambda: all_final(campaign, 2), 60, every=0.3, what="both cells final after cancel")
         _, err = sweeper.communicate(timeout=120)
     finally:
         if sweeper.poll() is None:
             kill_sweep(sweeper)
-    return {"running": cell_id, "pid": pid, "before": before, "cancel": cancelled, "final": final,
+    return {"running": cell_id, "pid": pid, "before": before, "cancels": [cancelled, other_cancel], "final": final,
             "sweep": sweeper.returncode, "sweep_err": err, "status": kind.cli("status", campaign),
             "wait": kind.wait(campaign, timeout=30), "orphans": orphans(campaign)}
 
 
-@pytest.mark.parametrize("kind", KINDS, indirect=True)
+@pytest.mark.parametrize("kind", CANCEL_KINDS, indirect=True)
 def test_cancel_stops_running_and_pending_cells_recorded_cancelled_by_the_user(kind):
     found = outcome(kind, "cancel", _cancel)
     other = next(c for c in found["before"] if c != found["running"]) if len(found["before"]) == 2 else None
-    assert found["cancel"].returncode == 0, found["cancel"].stdout + found["cancel"].stderr
-    assert "cancelled 2 open cell(s)" in found["cancel"].stdout, found["cancel"].stdout
+    assert [c.returncode for c in found["cancels"]] == [0, 0], [c.stdout + c.stderr for c in found["cancels"]]
+    said = sorted(c.stdout.strip().split(" of ")[0] for c in found["cancels"])
+    assert said == ["cancelled 0 open cell(s)", "cancelled 2 open cell(s)"], said  # one did it, the other agreed
     for cell_id, status in found["final"].items():
         which = "the running cell" if cell_id == found["running"] else "the pending cell"
         assert status["state"] == "failed" and status.get("cancelled") is True, (which, show(status))
         assert status["reason"].startswith("cancelled by the user"), (which, status["reason"])
-    if other is not None:
-        assert "running_at" not in found["final"][other], found["final"][other]  # the pending one never started
+    if other is not None:  # the pending one never started
+        assert "running_at" not in found["final"][other], found["final"][other]
+        if not kind.scheduler:  # nor was it handed to a job
+            assert "submitted_at" not in found["final"][other], found["final"][other]
     # gone once cancel returns, give or take the scheduler's KillWait (3 s on the test cluster) to reap it
     wait_for(lambda: not process_alive(found["pid"]), timeout=10, what="the cancelled job's process gone")
     assert not found["orphans"], found["orphans"]
     if not kind.scheduler:
         assert found["sweep"] == 1, found["sweep_err"]  # its cells failed (cancelled)
+        assert "cancelled; rerun the same command to resume" in found["sweep_err"], found["sweep_err"]
     assert found["status"].returncode == 1 and found["wait"].returncode == 1, (found["status"].stdout,
                                                                                 found["wait"].stdout)
 
@@ -609,9 +635,8 @@ def _killed_submitter(kind: Kind) -> dict:
             "orphans": left, "campaign": campaign, "paused": adopted}
 
 
-@pytest.mark.parametrize("kind", KINDS, indirect=True)
-def test_resume_after_the_submitter_was_killed_finishes_the_campaign(kind, request):
-    known_defect(request, "resume", kind)
+@pytest.mark.parametrize("kind", RESUME_KINDS, indirect=True)
+def test_resume_after_the_submitter_was_killed_finishes_the_campaign(kind):
     found = outcome(kind, "resume", _killed_submitter)
     assert found["rerun"].returncode == 0, found["rerun"].stdout + found["rerun"].stderr
     assert found["wait"].returncode == 0, found["wait"].stdout + found["wait"].stderr
@@ -622,9 +647,8 @@ def test_resume_after_the_submitter_was_killed_finishes_the_campaign(kind, reque
     assert not found["orphans"], found["orphans"]
 
 
-@pytest.mark.parametrize("kind", KINDS, indirect=True)
-def test_no_duplicate_job_after_adoption(kind, request):
-    known_defect(request, "duplicate", kind)
+@pytest.mark.parametrize("kind", RESUME_KINDS, indirect=True)
+def test_no_duplicate_job_after_adoption(kind):
     found = outcome(kind, "resume", _killed_submitter)
     assert len(found["final"]) == 2, found["final"]
     for cell_id, status in found["final"].items():
@@ -636,3 +660,17 @@ def test_no_duplicate_job_after_adoption(kind, request):
         assert len(status.get("history", [])) == status["attempts"] - 1, show(status)
         if kind.scheduler:  # the job that ran the cell is known to it: adopted, not merely left to run
             assert status.get("job_id") is not None, show(status)
+        record = json.loads((found["campaign"] / "cells" / cell_id / "job.json").read_text())
+        assert record["attempt"] == status["attempts"], (record, show(status))  # the current attempt's job
+        assert str(record["job_id"]) == str(status.get("job_id", record["job_id"])), (record, show(status))
+    if not kind.scheduler:  # local: the job the killed sweep left running was stopped by the rerun, as an attempt
+        [orphaned] = [(c, s) for c, s in found["final"].items() if s["attempts"] == 2]
+        cell_id, status = orphaned
+        assert status["history"][-1]["reason"].startswith("its sweep was killed; the job left running"), show(status)
+        assert "still runs; stopping it" in found["rerun"].stderr, found["rerun"].stderr
+        earlier = json.loads((found["campaign"] / "cells" / cell_id / "attempts" / "1" / "job.json").read_text())
+        assert earlier["attempt"] == 1, earlier  # one job record per attempt, the earlier ones set aside
+    if kind.scheduler:  # the job the killed sweep never recorded is the one its cell's record names now
+        paused_job = re.findall(r"\d+", found["paused"] or "")[-1:]
+        adopted = [json.loads(p.read_text()) for p in (found["campaign"] / "cells").glob("*/job.json")]
+        assert [r["job_id"] for r in adopted if r.get("adopted")] == paused_job, (found["paused"], adopted)
