@@ -10,10 +10,15 @@ Sources (`dataset.kind`):
   from the installed package: nothing is downloaded, no folder to prepare.
 
 Every image is decoded with Pillow (threads: decoding releases the GIL), converted to the test's
-channels (grey or RGB), resized (bilinear) to its input and kept as uint8 in memory; a dataset must
-fit in RAM at that size (ImageNet at 64x64: about 16 GB). An image Pillow cannot read is skipped,
-counted and named in the result, or fails the cell with `strict_data`. Bad input (no such path, an
-empty class, fewer training images than one batch) raises DataError before any window opens.
+channels (grey or RGB) and resized (bilinear) to its input, as uint8. Folder and TFRecord images are
+decoded in chunks of `DECODE_CHUNK` straight into a file-backed array (numpy's .npy memmap): the
+process holds one chunk of decoded images at a time, whatever the dataset's size, and the training
+side (jobs/fit.py) reads batches from that array through Keras' PyDataset with prefetch. The file is
+the node-local cache when there is one, else an unlinked temporary file (its disk space goes with
+the process). `.npz` archives and digits are small arrays held in memory as they come. An image
+Pillow cannot read is skipped, counted and named in the result, or fails the cell with
+`strict_data`. Bad input (no such path, an empty class, fewer training images than one batch)
+raises DataError before any window opens.
 
 The split is stratified and seeded: the same seed gives the same validation set whatever the
 train_fraction, and the fractions are nested (the 10 % subset is inside the 25 % one): each class's
@@ -21,8 +26,9 @@ training images are shuffled once with the seed and the first ceil(fraction x n)
 
 The split and subset come from the labels alone, before decoding: only the images a cell uses are
 decoded. With `cache` (a folder, normally node-local scratch such as /tmp), the decoded arrays are
-saved as one .npz keyed by the source listing (paths, sizes, times), the input shape, the split and
-the fraction, and reused by later cells (repetitions, budgets) on that node.
+kept as one folder (x_train.npy, x_val.npy, meta.json) keyed by the source listing (paths, sizes,
+times), the input shape, the split and the fraction, and mapped again by later cells (repetitions,
+budgets) on that node.
 """
 from __future__ import annotations
 
@@ -30,6 +36,8 @@ import hashlib
 import json
 import math
 import os
+import shutil
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,6 +49,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 KINDS = ("folder", "npz", "digits", "tfrecord")
 # The ImageNet TFRecord layout (TF-slim's and the TPU models' build_imagenet_data.py).
 TFRECORD_IMAGE, TFRECORD_LABEL = "image/encoded", "image/class/label"
+# Images decoded at once: what the process holds of a folder's pixels beyond the file-backed array.
+DECODE_CHUNK = 256
 
 
 class DataError(ValueError):
@@ -49,7 +59,7 @@ class DataError(ValueError):
 
 @dataclass
 class Dataset:
-    x_train: np.ndarray  # uint8 (N, H, W, C)
+    x_train: np.ndarray  # uint8 (N, H, W, C); for folders and TFRecords a read-only memmap (file-backed)
     y_train: np.ndarray  # int64 class indices
     x_val: np.ndarray
     y_val: np.ndarray
@@ -88,23 +98,31 @@ def load_dataset(spec: dict, input_shape: tuple, train_fraction: float = 1.0, ba
     train, val = split_indices(labels, len(classes), spec.get("validation_split", 0.2), seed)
     train = nested_subset(train, labels, train_fraction, seed)
     cached = _cache_path(spec, shape, key, train_fraction)
-    if cached is not None and cached.is_file():
-        with np.load(cached, allow_pickle=False) as archive:
-            x_train, y_train, x_val, y_val = (archive[k] for k in ("x_train", "y_train", "x_val", "y_val"))
-            skipped = json.loads(str(archive["skipped"]))
+    if cached is not None and (cached / "meta.json").is_file():
+        x_train, y_train, x_val, y_val, skipped = _read_cache(cached)
         cache_state = "hit"
     else:
-        (x_train, kept_train, skipped_train), (x_val, kept_val, skipped_val) = decode(train), decode(val)
-        y_train, y_val = labels[train][kept_train], labels[val][kept_val]
-        skipped = skipped_train + skipped_val
-        cache_state = "off"
-        if cached is not None:
+        target = None
+        if cached is not None:  # decode into a private folder beside the cache, published whole below
             cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp.npz")
-            np.savez(tmp, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val,
-                     skipped=np.array(json.dumps(skipped)))
-            os.replace(tmp, cached)  # atomic: a concurrent cell reads the old file or the new one
-            cache_state = "written"
+            target = Path(tempfile.mkdtemp(prefix=f".{cached.name}.", dir=cached.parent))
+        try:
+            (x_train, kept_train, skipped_train), (x_val, kept_val, skipped_val) = (
+                decode(train, target and target / "x_train.npy"), decode(val, target and target / "x_val.npy"))
+            y_train, y_val = labels[train][kept_train], labels[val][kept_val]
+            skipped = skipped_train + skipped_val
+            cache_state = "off"
+            if target is not None:
+                _write_meta(target, x_train, y_train, x_val, y_val, skipped)
+                try:
+                    os.rename(target, cached)  # atomic: a concurrent cell sees no folder or a whole one
+                    target = None
+                except OSError:  # another cell published the same key first: use ours, drop it after
+                    pass
+                cache_state = "written"
+        finally:
+            if target is not None:  # the arrays stay mapped; the files go
+                shutil.rmtree(target, ignore_errors=True)
     if skipped and spec.get("strict_data"):
         names = ", ".join(s["path"] for s in skipped[:5])
         raise DataError(f"{len(skipped)} unreadable image(s) and strict_data is set: {names}")
@@ -131,8 +149,8 @@ def _index(spec: dict, shape: tuple) -> tuple:
         classes, files = list_folder(root)
         labels = np.array([label for _, label in files], dtype=np.int64)
 
-        def decode(indices):
-            return _decode_files(root, [files[i][0] for i in indices], shape)
+        def decode(indices, path=None):
+            return _decode_files(root, [files[i][0] for i in indices], shape, path)
         key = [(str(p), p.stat().st_size, p.stat().st_mtime_ns, label) for p, label in files]
         return classes, labels, decode, key
     if kind == "tfrecord":
@@ -145,7 +163,7 @@ def _index(spec: dict, shape: tuple) -> tuple:
         x, labels, classes = _read_digits()
         key = _source(spec)
 
-    def convert(indices):
+    def convert(indices, path=None):  # small arrays already in memory: kept there
         kept = np.ones(len(indices), dtype=bool)
         return _arrays_to_input(x[indices], shape), kept, []
     return classes, labels, convert, key
@@ -186,26 +204,22 @@ def _index_tfrecord(spec: dict, shape: tuple) -> tuple:
         raise DataError(f"{spec['path']}: {int((raw < 0).sum())} example(s) without {TFRECORD_LABEL}")
     classes, labels = _labels(raw)
 
-    def decode(indices):
+    def decode(indices, path=None):
         from io import BytesIO
 
         from PIL import Image
 
-        wanted, found = set(int(i) for i in indices), {}
-        for index, record in enumerate(records().as_numpy_iterator()):
-            if index in wanted:
-                try:
-                    with Image.open(BytesIO(record[TFRECORD_IMAGE])) as image:
-                        image.load()
-                        found[index] = (_to_input(image, shape), None)
-                except Exception as exc:  # noqa: BLE001 - any decoder failure: this example is unreadable
-                    found[index] = (None, f"{type(exc).__name__}: {exc}")
-        results = [found[int(i)] for i in indices]
-        kept = np.array([image is not None for image, _ in results], dtype=bool)
-        skipped = [{"path": f"example {int(i)}", "error": error} for i, (image, error) in zip(indices, results)
-                   if image is None]
-        images = [image for image, _ in results if image is not None]
-        return (np.stack(images) if images else np.zeros((0, *shape), np.uint8)), kept, skipped
+        def read(encoded):
+            try:
+                with Image.open(BytesIO(encoded)) as image:
+                    image.load()
+                    return _to_input(image, shape), None
+            except Exception as exc:  # noqa: BLE001 - any decoder failure: this example is unreadable
+                return None, f"{type(exc).__name__}: {exc}"
+        wanted = np.zeros(len(labels), dtype=bool)
+        wanted[indices] = True  # indices are sorted: the stream visits them in their order
+        encoded = (r[TFRECORD_IMAGE] for index, r in enumerate(records().as_numpy_iterator()) if wanted[index])
+        return _decode_stream(encoded, read, [f"example {int(i)}" for i in indices], shape, path)
     key = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
     return classes, labels, decode, key
 
@@ -269,15 +283,46 @@ def list_folder(root: Path) -> tuple:
     return classes, files
 
 
-def _decode_files(root: Path, paths: list, shape: tuple) -> tuple:
-    """Decode in threads (Pillow releases the GIL); (images, kept mask, [{path, error}] of the unreadable)."""
+def _decode_files(root: Path, paths: list, shape: tuple, out: Path | None = None) -> tuple:
+    """Decode in threads (Pillow releases the GIL), a chunk at a time, into a file-backed array;
+    (images, kept mask, [{path, error}] of the unreadable)."""
+    names = [str(path.relative_to(root)) for path in paths]
     with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
-        decoded = list(pool.map(lambda path: _decode(path, shape), paths))
-    kept = np.array([image is not None for image, _ in decoded], dtype=bool)
-    skipped = [{"path": str(path.relative_to(root)), "error": error}
-               for path, (image, error) in zip(paths, decoded) if image is None]
-    images = [image for image, _ in decoded if image is not None]
-    return (np.stack(images) if images else np.zeros((0, *shape), np.uint8)), kept, skipped
+        return _decode_stream(paths, lambda path: _decode(path, shape), names, shape, out, pool)
+
+
+def _decode_stream(items, read, names: list, shape: tuple, out: Path | None, pool=None) -> tuple:
+    """read(item) -> (image or None, error) over `items` (len(names) of them), DECODE_CHUNK at a time.
+
+    The readable images go, in order, into a .npy memmap at `out` (an unlinked temporary file when
+    None); the result is a read-only view of the rows written, so only one chunk of decoded pixels
+    is ever held in memory.
+    """
+    total = len(names)
+    unlink = out is None
+    if unlink:
+        handle, name = tempfile.mkstemp(suffix=".npy", dir=os.environ.get("BENCHMARK_TRACKER_SCRATCH"))
+        os.close(handle)
+        out = Path(name)
+    array = np.lib.format.open_memmap(out, mode="w+", dtype=np.uint8, shape=(max(total, 1), *shape))
+    if unlink:
+        os.unlink(out)  # the mapping keeps the data; the disk space is freed with it
+    kept = np.zeros(total, dtype=bool)
+    skipped, row, position = [], 0, 0
+    iterator = iter(items)
+    while position < total:
+        chunk = [item for _, item in zip(range(DECODE_CHUNK), iterator)]
+        decoded = pool.map(read, chunk) if pool is not None else map(read, chunk)
+        for image, error in decoded:
+            if image is None:
+                skipped.append({"path": names[position], "error": error})
+            else:
+                array[row], kept[position], row = image, True, row + 1
+            position += 1
+    array.flush()
+    view = array[:row]
+    view.flags.writeable = False
+    return view, kept, skipped
 
 
 def _decode(path: Path, shape: tuple) -> tuple:
@@ -382,7 +427,7 @@ def write_digits_folder(out: Path) -> dict:
 # --- cache ----------------------------------------------------------------------------------------
 
 def _cache_path(spec: dict, shape: tuple, source_key, train_fraction: float) -> Path | None:
-    """One .npz per source listing (paths, sizes, times: any change is a new key), shape, split and subset."""
+    """One folder per source listing (paths, sizes, times: any change is a new key), shape, split and subset."""
     # A launcher that knows the node's local scratch exports it; the sweep's `cache` wins.
     folder = spec.get("cache") or os.environ.get("BENCHMARK_TRACKER_SCRATCH")
     if not folder:
@@ -391,7 +436,25 @@ def _cache_path(spec: dict, shape: tuple, source_key, train_fraction: float) -> 
     key = {"kind": spec.get("kind"), "shape": list(shape), "source": source_key, "fraction": train_fraction,
            "split": spec.get("validation_split", 0.2), "seed": spec.get("seed", 0)}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return folder / f"benchmark-tracker-data-{digest}.npz"
+    return folder / f"benchmark-tracker-data-{digest}"
+
+
+def _write_meta(folder: Path, x_train, y_train, x_val, y_val, skipped: list) -> None:
+    """Labels, row counts and the skipped list beside the arrays; arrays not file-backed are saved here."""
+    for name, x in (("x_train", x_train), ("x_val", x_val)):
+        if not isinstance(x, np.memmap):
+            np.save(folder / f"{name}.npy", x)
+    meta = {"rows": {"x_train": len(x_train), "x_val": len(x_val)}, "y_train": y_train.tolist(),
+            "y_val": y_val.tolist(), "skipped": skipped}
+    (folder / "meta.json").write_text(json.dumps(meta))
+
+
+def _read_cache(folder: Path) -> tuple:
+    meta = json.loads((folder / "meta.json").read_text())
+    x_train, x_val = (np.load(folder / f"{name}.npy", mmap_mode="r")[:meta["rows"][name]]
+                      for name in ("x_train", "x_val"))
+    return (x_train, np.array(meta["y_train"], np.int64), x_val, np.array(meta["y_val"], np.int64),
+            meta["skipped"])
 
 
 def peek_classes(spec: dict) -> list:

@@ -12,9 +12,12 @@ and energy to the target, and the budget record. `data_in_window` says whether d
 (the input pipeline) happened inside the window; either way the dataset is checked first, so bad
 input fails the cell before any window opens.
 
-Deep models train through Keras' backend-neutral API (compile/fit/evaluate on NumPy arrays), so the
-phase runs on any Keras backend; shallow ones through scikit-learn (jobs/shallow.py). Inputs are
-pixels scaled to [0, 1]; the loss is sparse categorical cross-entropy with Adam. BatchNorm momentum
+Deep models train through Keras' backend-neutral API (compile/fit/evaluate), so the phase runs on
+any Keras backend; shallow ones through scikit-learn (jobs/shallow.py). Deep models read their
+batches through a `keras.utils.PyDataset` (Keras' own input pipeline on every backend) that slices
+the uint8 images (a file-backed array for folders, jobs/data.py) and scales each batch as it goes,
+`PREFETCH_BATCHES` ahead on a worker thread: the whole dataset is never converted at once. Inputs
+are pixels scaled to [0, 1]; the loss is sparse categorical cross-entropy with Adam. BatchNorm momentum
 is set to `bn_momentum` (default 0.9): Keras' 0.999 needs about a thousand steps before the moving
 statistics used at evaluation track the data, longer than a small dataset's whole training.
 """
@@ -30,8 +33,34 @@ from jobs.budget import Budget, LiveEnergy, parse_budget, total
 from jobs.catalog import get_test
 from jobs.data import load_dataset, peek_classes
 
+# Batches the input pipeline prepares ahead of the training step (Keras' PyDataset queue).
+PREFETCH_BATCHES = 4
 FIT_DEFAULTS = {"epochs": 10, "target_accuracy": None, "learning_rate": 1e-3, "bn_momentum": 0.9,
                 "estimators_per_epoch": 10}
+
+
+def batches(x, y, batch: int, order=None, weight=None, prefetch: int = PREFETCH_BATCHES):
+    """A keras.utils.PyDataset over uint8 images `x` (an array or a memmap) and labels `y`: batch i
+    is the rows `order[i*batch:(i+1)*batch]` scaled to float32 [0, 1]; with `weight` (one per
+    position in `order`), (x, y, weight) triples. Only full batches: one traced shape."""
+    import keras
+
+    order = np.arange(len(y)) if order is None else order
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self):
+            # workers > 1: Keras' enqueuer (two threads) keeps up to `prefetch` batches ready, on every backend.
+            super().__init__(workers=2, use_multiprocessing=False, max_queue_size=prefetch)
+
+        def __len__(self):
+            return len(order) // batch
+
+        def __getitem__(self, index):
+            positions = slice(index * batch, (index + 1) * batch)
+            rows = order[positions]
+            images = np.asarray(x[rows], dtype=np.float32) / 255.0
+            return (images, y[rows]) if weight is None else (images, y[rows], weight[positions])
+    return Batches()
 
 
 class KerasTrainer:
@@ -56,7 +85,7 @@ class KerasTrainer:
         self.rng = np.random.default_rng(params["seed"] + params["repetition"])  # each epoch's order
 
     def prepare(self, x: np.ndarray) -> np.ndarray:
-        return x.astype(np.float32) / 255.0
+        return x  # uint8 as loaded; each batch is scaled as the pipeline reads it (batches())
 
     def warm_up(self, n_train: int | None, n_val: int | None, input_shape: tuple) -> None:
         """Trace the training and evaluation steps before the window, then restore the initial state.
@@ -69,9 +98,9 @@ class KerasTrainer:
         """
         weights = self.model.get_weights()
         before = {v.path: v.numpy() for v in self.model.optimizer.variables}
-        x, y = np.zeros((self.batch, *input_shape), np.float32), np.zeros(self.batch, np.int64)
-        self.model.fit(x, y, batch_size=self.batch, epochs=1, verbose=0)
-        self.model.evaluate(x, y, sample_weight=np.ones(self.batch, np.float32), batch_size=self.batch, verbose=0)
+        x, y = np.zeros((self.batch, *input_shape), np.uint8), np.zeros(self.batch, np.int64)
+        self.model.fit(batches(x, y, self.batch), epochs=1, verbose=0)  # the same input pipeline as the window's
+        self.model.evaluate(batches(x, y, self.batch, weight=np.ones(self.batch, np.float32)), verbose=0)
         self.model.set_weights(weights)
         for variable in self.model.optimizer.variables:
             variable.assign(before[variable.path] if variable.path in before else np.zeros(variable.shape,
@@ -82,7 +111,6 @@ class KerasTrainer:
         images are in other epochs' batches), as tf.data's drop_remainder does, so no step retraces."""
         steps = []
         order = self.rng.permutation(len(y))[:len(y) - len(y) % self.batch]
-        x, y = x[order], y[order]
 
         class StepBoundary(self.keras.callbacks.Callback):
             def on_train_batch_end(self, batch, logs=None):
@@ -90,7 +118,7 @@ class KerasTrainer:
                 if budget.step():
                     self.model.stop_training = True  # Keras stops after this batch
 
-        history = self.model.fit(x, y, batch_size=self.batch, epochs=1, shuffle=False, verbose=0,
+        history = self.model.fit(batches(x, y, self.batch, order), epochs=1, shuffle=False, verbose=0,
                                  callbacks=[StepBoundary()])
         samples = len(steps) * self.batch
         return {"steps": len(steps), "samples": samples, "train_loss": float(history.history["loss"][-1])}
@@ -99,10 +127,9 @@ class KerasTrainer:
         """Accuracy over every validation image: the last batch is padded to full size with images of
         weight 0, which the accuracy does not count (BatchNorm uses its moving statistics here)."""
         pad = -len(y) % self.batch
+        order = np.concatenate([np.arange(len(y)), np.zeros(pad, np.int64)])  # padding repeats image 0
         weight = np.concatenate([np.ones(len(y), np.float32), np.zeros(pad, np.float32)])
-        x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x
-        y = np.concatenate([y, np.zeros(pad, y.dtype)]) if pad else y
-        return float(self.model.evaluate(x, y, sample_weight=weight, batch_size=self.batch, verbose=0,
+        return float(self.model.evaluate(batches(x, y, self.batch, order, weight), verbose=0,
                                          return_dict=True)["accuracy"])
 
     def model_record(self) -> dict:
