@@ -122,7 +122,8 @@ class Guard:
         code = self._final(self.child.returncode, timed_out)
         final = read_status(self.cell_dir)
         if self.peers and final["state"] == "failed" and self.peer_stop is None:
-            workers.request_stop(self.peers, final.get("reason") or "no reason given", self.cell_dir)  # the other ranks stop now
+            # the other ranks stop now
+            workers.request_stop(self.peers, final.get("reason") or "no reason given", self.cell_dir)
         return code
 
     def _result(self) -> dict:

@@ -135,7 +135,8 @@ def check(spec, cells: list, launcher: str) -> None:
                    f"hosts, but node type {p['node_type']} has {hosts}")
         if launcher == "slurm" and hosts and p["nodes"] // slurm_tasks_per_node(spec) > hosts:
             refuse(f"{_where_value(spec, 'nodes', p['nodes'])}: {p['nodes']} workers need "
-                   f"{p['nodes'] // slurm_tasks_per_node(spec)} Slurm nodes, but node type {p['node_type']} has {hosts}")
+                   f"{p['nodes'] // slurm_tasks_per_node(spec)} Slurm nodes, but node type {p['node_type']} "
+                   f"has {hosts}")
         if p["nodes"] > 1 and launcher == "slurm":
             per = slurm_tasks_per_node(spec)
             node = node_types()[p["node_type"]]

@@ -191,7 +191,8 @@ def test_annotate_adds_labelled_bmc_and_wattmeter_energy_with_ratio(tmp_path, fa
 def multi_host_cell(folder: Path, t0: float, hosts: list) -> Path:
     """A merged multi-host result (#15): each host's worker window (host 2 starts 0.5 s later), one node record each."""
     folder.mkdir(parents=True)
-    workers = [{"worker": i, "host": h, "start_unix": t0 + i / 2, "end_unix": t0 + 20 + i / 2} for i, h in enumerate(hosts)]
+    workers = [{"worker": i, "host": h, "start_unix": t0 + i / 2, "end_unix": t0 + 20 + i / 2}
+               for i, h in enumerate(hosts)]
     result = {"status": "done", "host": {"hostname": hosts[0]}, "parallel": {"hosts": len(hosts)},
               "window": {"start_unix": t0, "end_unix": t0 + 20.5, "workers": workers},
               "energy": {"total_joules": 300.0, "nodes": [{"host": h, "worker": i, "domains": {}}
