@@ -455,6 +455,16 @@ def run_oar(cell_dir: Path, nodefile: Path, explain: str | None, post: list, env
                       reason=f"OAR gave {len(hosts)} host(s) ({', '.join(hosts) or 'none'}), the cell needs {count} "
                              f"(nodes: {count}); nothing was started")
         return 96
+    guard, pending = None, []
+
+    def forward(signum, frame):  # OAR's signals (oardel, the walltime's checkpoint) are the guard's to act on
+        if guard is None:
+            pending.append(signum)
+        elif guard.poll() is None:
+            guard.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, forward)
     job = env.get("OAR_JOB_ID", "0")
     workers = task_workers(count, hosts, 1, job)
     hosts_file = cell_dir / WORKERS_DIR / "hosts.json"
@@ -472,13 +482,8 @@ def run_oar(cell_dir: Path, nodefile: Path, explain: str | None, post: list, env
                 remotes.append(subprocess.Popen([remote_shell, worker["host"], command], stdout=log,
                                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
     guard = subprocess.Popen(_guard_argv(cell_dir, explain, post), cwd=cell_dir, env=env, stdin=subprocess.DEVNULL)
-
-    def forward(signum, frame):
-        if guard.poll() is None:
-            guard.send_signal(signum)
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(sig, forward)
+    for signum in pending:  # arrived while the remote tasks were starting
+        guard.send_signal(signum)
     code = guard.wait()
     # The remote ranks stop on their own once the cell is final (a failure is announced in stop.json); a remote
     # shell still open after their grace is closed, so that nothing of this job outlives it here.
