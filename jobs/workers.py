@@ -54,6 +54,10 @@ _RECORD_KEYS = ("schema_version", "cell_id", "campaign", "params", "started_at",
 class WorkerFailed(RuntimeError):
     """One worker of a multi-worker cell failed: the whole cell fails with this reason."""
 
+    def __init__(self, reason: str, index: int | None = None):
+        super().__init__(reason)
+        self.index = index  # the worker that failed
+
 
 def spawns_workers(cell: dict) -> bool:
     """Whether this job is a multi-worker cell's coordinator (it has no worker record of its own)."""
@@ -126,13 +130,16 @@ def _stop(processes: list) -> None:
             process.wait()
 
 
-def _settle_stopped(folders: list, why: str) -> None:
-    """A worker stopped in a collective (SIGKILLed after the grace) writes no status: say why it ended."""
+def _settle_stopped(folders: list, exc: BaseException) -> None:
+    """A worker killed, or stopped in a collective (SIGKILLed after the grace), writes no status: say why it
+    ended (the failed worker its own failure, the others that the cell's job stopped them)."""
     from jobs.records import FINAL_STATES, update_status
 
-    for folder in folders:
+    why = f"{type(exc).__name__}: {exc}"
+    for index, folder in enumerate(folders):
         if read_status(folder)["state"] not in FINAL_STATES:
-            update_status(folder, "failed", reason=f"stopped by its cell's job: {why}")
+            own = isinstance(exc, WorkerFailed) and exc.index == index
+            update_status(folder, "failed", reason=str(exc) if own else f"stopped by its cell's job: {why}")
 
 
 def _how_it_ended(returncode: int) -> str:
@@ -214,7 +221,7 @@ def run_rank0(cell: dict, cell_dir: Path, workers: list, python: str = sys.execu
                 write_phase(cell_dir, phase)
                 shown = phase
             if process.poll() is not None and process.returncode != 0:
-                raise WorkerFailed(_failure(0, folders[0], process, workers[0].get("host")))
+                raise WorkerFailed(_failure(0, folders[0], process, workers[0].get("host")), 0)
             states = []
             for worker, folder in zip(workers[1:], folders[1:]):
                 status = read_status(folder)
@@ -223,14 +230,14 @@ def run_rank0(cell: dict, cell_dir: Path, workers: list, python: str = sys.execu
                     continue
                 if status["state"] == "failed":
                     raise WorkerFailed(f"worker {worker['index']} on {worker['host']} failed {_where(folder)}: "
-                                       f"{status.get('reason')}; the whole cell fails")
+                                       f"{status.get('reason')}; the whole cell fails", worker["index"])
                 states.append(status["state"])
             if process.returncode == 0 and all(state == "done" for state in states):
                 break
             time.sleep(poll_s)
     except BaseException as exc:
         _stop([process])
-        _settle_stopped(folders[:1], f"{type(exc).__name__}: {exc}")
+        _settle_stopped(folders[:1], exc)
         raise
     finally:
         _stop([process])
@@ -254,7 +261,7 @@ def run_loopback(cell: dict, cell_dir: Path, python: str = sys.executable) -> di
         while any(p.poll() is None for p in processes):
             for index, (folder, process) in enumerate(zip(folders, processes)):
                 if process.poll() is not None and process.returncode != 0:
-                    raise WorkerFailed(_failure(index, folder, process))
+                    raise WorkerFailed(_failure(index, folder, process), index)
             phase = (read_phase(folders[0]) or {}).get("phase")
             if phase and phase != shown:  # the cell's progress is its first worker's
                 write_phase(cell_dir, phase)
@@ -262,10 +269,10 @@ def run_loopback(cell: dict, cell_dir: Path, python: str = sys.executable) -> di
             time.sleep(POLL_S)
         for index, (folder, process) in enumerate(zip(folders, processes)):
             if process.returncode != 0:
-                raise WorkerFailed(_failure(index, folder, process))
+                raise WorkerFailed(_failure(index, folder, process), index)
     except BaseException as exc:
         _stop(processes)
-        _settle_stopped(folders, f"{type(exc).__name__}: {exc}")
+        _settle_stopped(folders, exc)
         raise
     finally:
         _stop(processes)
