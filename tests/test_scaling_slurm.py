@@ -111,3 +111,12 @@ def test_a_step_over_two_nodes_is_one_sum_slurm_does_not_split_so_the_total_is_i
     assert entry["missing_hosts"] == ["grele-1", "grele-2"] and entry["step_sums"][0]["joules"] == 9876.0
     assert "one sum Slurm does not split per node" in entry["note"]
     assert all("other_sources" not in n for n in result["energy"]["nodes"])
+
+
+def test_more_slurm_nodes_than_the_node_type_has_are_refused(sweep_file):
+    text = SWEEP.format(name="toomany", tasks=1).replace("nodes: [2]", "nodes: [14]").replace("[slurm-local]",
+                                                                                          "[grele]")
+    from orchestrator.errors import UserError
+
+    with pytest.raises(UserError, match="14 workers need 14 Slurm nodes, but node type grele has 13"):
+        expand(load_sweep(str(sweep_file(text))))
