@@ -10,7 +10,8 @@ the result (kwollect.json) so that the energy can be recomputed.
 
 The result gets `energy.external.<label>` (`wattmeter`, `pdu`, `bmc`): node-level AC (wattmeter, PDU) or
 BMC power for the whole node, so its ratio to the software estimate (RAPL/NVML/codecarbon, DC components)
-is reported, not substituted.
+is reported, not substituted. A multi-host cell (#15) gets each host's reading over the window that host saw
+in its `energy.nodes` record, and the cell's figure is their sum, or `incomplete` (no sum) when a host has none.
 
     python -m grid5000.kwollect annotate <cell folder | campaign folder>... [--site S --metrics M1,M2]
         [--url API] [--wait S] [--node N] [--job-id ID]
@@ -242,13 +243,91 @@ def cell_window(result: dict, cell_dir: Path) -> tuple:
     raise KwollectError("result.json has no window times")
 
 
+def cell_hosts(result: dict) -> dict:
+    """{host: (t0, t1)} of a multi-host cell (#15: the window each host's workers saw), else {}."""
+    hosts = {}
+    for worker in (result.get("window") or {}).get("workers") or []:
+        if worker.get("host") and worker.get("start_unix") is not None and worker.get("end_unix") is not None:
+            t0, t1 = hosts.get(worker["host"], (worker["start_unix"], worker["end_unix"]))
+            hosts[worker["host"]] = (min(t0, worker["start_unix"]), max(t1, worker["end_unix"]))
+    return hosts if (result.get("parallel") or {}).get("hosts", 1) > 1 else {}
+
+
+def annotate_nodes(cell_dir: Path, result: dict, hosts: dict, site: str, metrics: list, url: str, wait_s: float,
+                   job_id, session, poll_s: float) -> dict:
+    """A multi-host cell: each host's energy over its own window, in its `energy.nodes` record
+    (`external.<label>`, with its source), and the cell's `energy.external.<label>`: their sum, or, when a
+    host has no reading, `incomplete` with no sum (a partial sum would understate the cell)."""
+    names = {host: host.split(".")[0] for host in hosts}
+    t0, t1 = min(a for a, _ in hosts.values()), max(b for _, b in hosts.values())
+    by_host = {n.get("host"): n for n in (result.get("energy") or {}).get("nodes") or []}
+    software = (result.get("energy") or {}).get("total_joules")
+    added, raw = {}, {"url": url, "site": site, "nodes": sorted(names.values()), "job_id": job_id, "window": [t0, t1],
+                      "metrics": {}}
+    deadline = time.monotonic() + wait_s
+    for metric in metrics:
+        label = LABELS.get(metric, metric)
+        per_host, records = {}, []
+        while True:
+            try:
+                records = fetch(url, site, [metric], t0 - MARGIN_S, t1 + MARGIN_S, nodes=sorted(names.values()),
+                                job_id=job_id, session=session)
+                error = None
+            except KwollectError as exc:
+                error = str(exc)
+            for host, (a, b) in hosts.items():
+                entry = {"metric": metric, "node": names[host], "source": label,
+                         "window": {"start_unix": a, "end_unix": b, "source": "result.window.workers"}}
+                mine = [r for r in records if str(r.get("device_id", "")).split(".")[0] == names[host]]
+                try:
+                    if error:
+                        raise KwollectError(error)
+                    entry.update(node_energy(mine, metric, a, b, EXPECTED_PERIOD_S.get(metric)))
+                    entry["caught_up"] = max(parse_time(r["timestamp"]) for r in mine
+                                             if r.get("metric_id") == metric) >= b
+                except KwollectError as exc:
+                    entry.update(joules=None, error=str(exc))
+                per_host[host] = entry
+            if all(e.get("caught_up") for e in per_host.values()) or time.monotonic() >= deadline:
+                break
+            time.sleep(poll_s)
+        missing = sorted(h for h, e in per_host.items() if e["joules"] is None)
+        total = None if missing else sum(e["joules"] for e in per_host.values())
+        for host, entry in per_host.items():
+            entry.pop("caught_up", None)
+            if host in by_host:
+                by_host[host].setdefault("external", {})[label] = entry
+        cell_entry = {"metric": metric, "source": label, "joules": total, "total_kind": "incomplete" if missing
+                      else "measured", "missing_hosts": missing, "complete": not missing and all(
+                          e.get("complete") for e in per_host.values()),
+                      "nodes": {h: e["joules"] for h, e in sorted(per_host.items())},
+                      "window": {"start_unix": t0, "end_unix": t1, "source": "result.window (per host)"},
+                      "fetched_at": now_iso(), "ratio_to_software": total / software if total and software else None}
+        if missing:
+            cell_entry["error"] = (f"incomplete: no {metric} reading from host(s) {', '.join(missing)} "
+                                   f"({'; '.join(per_host[h]['error'] for h in missing)}); no sum")
+        if records:
+            raw["metrics"][metric] = records
+            period = next((e["expected_period_s"] for e in per_host.values() if e.get("expected_period_s")), None)
+            cell_entry["gate"] = trace_external(cell_dir, result, records, metric, label, names[next(iter(hosts))],
+                                                t0, t1, period)
+        added[label] = cell_entry
+    result.setdefault("energy", {}).setdefault("external", {}).update(added)
+    atomic_write_json(cell_dir / RAW_FILE, raw)
+    atomic_write_json(cell_dir / RESULT_FILE, result)
+    return added
+
+
 def annotate(cell_dir: Path, site: str, metrics: list, url: str = DEFAULT_URL, wait_s: float = 0.0,
              node: str | None = None, job_id=None, session=None, poll_s: float = 5.0) -> dict:
-    """Add `energy.external.<label>` to a done cell's result.json; returns what was added."""
+    """Add `energy.external.<label>` to a done cell's result.json (per host for a multi-host cell); returns it."""
     cell_dir = Path(cell_dir)
     result = read_json(cell_dir / RESULT_FILE)
     if result.get("status") != "done":
         return {}
+    hosts = {} if node else cell_hosts(result)
+    if hosts:
+        return annotate_nodes(cell_dir, result, hosts, site, metrics, url, wait_s, job_id, session, poll_s)
     t0, t1, window_source = cell_window(result, cell_dir)
     node = (node or (result.get("host") or {}).get("hostname") or socket.gethostname()).split(".")[0]
     software = (result.get("energy") or {}).get("total_joules")
@@ -379,6 +458,9 @@ def main(argv: list | None = None) -> int:
             if entry.get("joules") is None:
                 failures += 1
                 print(f"kwollect: {cell_dir.name}: {label}: {entry.get('error')}")
+            elif "nodes" in entry:  # a multi-host cell: the sum of its hosts' readings
+                print(f"kwollect: {cell_dir.name}: {label} {entry['joules']:.1f} J over {len(entry['nodes'])} hosts ("
+                      + ", ".join(f"{h}: {j:.1f} J" for h, j in entry["nodes"].items()) + ")")
             else:
                 ratio = entry.get("ratio_to_software")
                 print(f"kwollect: {cell_dir.name}: {label} {entry['joules']:.1f} J over "

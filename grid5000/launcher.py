@@ -1,12 +1,13 @@
 """`launcher: oar`: each cell as one OAR job on a whole node, submitted through execo_g5k.
 
-    oarsub -l "host=1,walltime=H:M:S" -p "cluster='grele'" -q abaca [-t exotic] [-t monitor=...]
+    oarsub -l "host=N,walltime=H:M:S" -p "cluster='grele'" -q abaca [-t exotic] [-t monitor=...]
            -d <cell folder> -n bt-<cell id> <cell folder>/oar_job.sh
 
 - Cells are submitted grouped per cluster, a few oarsub at a time; `sweep` submits and exits.
-- The job script runs `python -m jobs.run <cell folder>` (which writes running/done/failed itself), then,
-  on node types with Kwollect power metrics, `python -m grid5000.kwollect annotate` to add the node's
-  wall/BMC energy to result.json.
+- The job script runs the guard (`python -m jobs.guard <cell folder>`, which runs the cell), then, on node
+  types with Kwollect power metrics, `python -m grid5000.kwollect annotate` (the guard's post-step) to add
+  each node's wall/BMC energy to result.json. A scaled cell (`nodes: N`, #15) asks for N whole hosts and
+  runs `python -m jobs.workers oar`: rank 0 under the guard here, one task per other host through oarsh.
 - State: the cell's status.json is the truth; OAR (`oarstat -f -J`, one call for all jobs) only decides what
   happened to a cell whose job is gone without a final status: deleted, killed, or ended without a word.
 - Commands run on this machine (execo's `no_ssh_for_local_frontend`): the orchestrator runs on the site's
@@ -115,6 +116,11 @@ class OarOptions(BaseModel):
         if value is not None and not re.fullmatch(r"https?://[A-Za-z0-9_.:/%~+-]+", value):
             raise ValueError(f"kwollect_url {value!r}: an http(s) URL without query or quotes")
         return value
+
+
+def hosts_of(cell) -> int:
+    """Whole hosts a cell asks OAR for: one per worker of a `nodes: N` cell (#15), else one."""
+    return int(cell.params.get("nodes") or 1)
 
 
 def sql_quote(value) -> str:
@@ -366,33 +372,11 @@ class OarLauncher(Launcher):
         refuse_control_characters({"oar types": types, "oar properties": filters, "oar queue": queue,
                                    "oar project": self.options.project, "cell folder": folder}, "an oarsub command")
         return execo_g5k.OarSubmission(
-            resources="host=1", walltime=walltime, job_type=types,
+            resources=f"host={hosts_of(cell)}", walltime=walltime, job_type=types,
             additional_options=f"--checkpoint={warning_s} --signal=15",
             sql_properties=" AND ".join(filters), queue=None if queue == "default" else queue,
             directory=str(folder), project=self.options.project, name=f"bt-{cell.id}",
             command=str(folder / JOB_SCRIPT))
-
-    @staticmethod
-    def per_node_lines(folder: Path, python: str, code: Path, nodes: int) -> list:
-        """scale (#15): job-script lines of a `nodes: N` cell: one `jobs.workers` task per host of $OAR_NODEFILE
-        (rank 0 on the first, here), the others started through oarsh, OAR's own remote shell (the job's
-        cgroups, no ssh keys). Quoted twice where a remote shell parses them again. Replaces the job's
-        `python -m jobs.run` line when wired into job_script (not yet: see docs/scaling.md)."""
-        q = shlex.quote
-        hosts = str(folder / "hosts")
-        remote = ["cd", q(str(folder)), "&&", "env", f"PYTHONPATH={q(str(code))}", q(python), "-m", "jobs.workers",
-                  q(str(folder))]
-        return [
-            f"sort -u \"$OAR_NODEFILE\" > {q(hosts)}",
-            f"if [ \"$(wc -l < {q(hosts)})\" -ne {int(nodes)} ]; then echo \"OAR gave $(wc -l < {q(hosts)}) host(s),"
-            f" the cell needs {int(nodes)}\" >> {LOG_FILE}; exit 96; fi",
-            "rank=1",
-            f"for host in $(tail -n +2 {q(hosts)}); do",
-            f"  oarsh \"$host\" {' '.join(q(t) for t in remote)} \"$rank\" {q(q(hosts))} >> {LOG_FILE} 2>&1 &",
-            "  rank=$((rank + 1))",
-            "done",
-            f"{q(python)} -m jobs.workers {q(str(folder))} 0 {q(hosts)} >> {LOG_FILE} 2>&1 &",
-        ]
 
     def job_script(self, cell, folder: Path, code: Path = ROOT) -> str:
         node = node_types()[cell.node_type]
@@ -411,7 +395,7 @@ class OarLauncher(Launcher):
             "BENCHMARK_TRACKER_JOB_ID=\"$OAR_JOB_ID\"; export BENCHMARK_TRACKER_JOB_ID",
             # The guard (the same as every launcher's) owns the cell: timeout, signals, the Kwollect post-step,
             # the final status last. In the background so that a SIGTERM from OAR (oardel, checkpoint) reaches it.
-            f"{' '.join(q(a) for a in self.guard_command(cell, folder))} >> {LOG_FILE} 2>&1 &",
+            f"{self.task_line(cell, folder)} >> {LOG_FILE} 2>&1 &",
             "pid=$!",
             "trap 'kill -TERM $pid 2>/dev/null' TERM INT",
             "wait $pid; rc=$?",
@@ -419,6 +403,17 @@ class OarLauncher(Launcher):
         ]
         lines.append("exit $rc")
         return "\n".join(lines) + "\n"
+
+    def task_line(self, cell, folder: Path) -> str:
+        """The job script's command: the guard; for a scaled cell (#15), jobs.workers' OAR task, which runs the guard
+        here as rank 0 and one task per other host of $OAR_NODEFILE through oarsh (OAR's own remote shell)."""
+        q = shlex.quote
+        guard = self.guard_command(cell, folder)
+        if "nodes" not in cell.params:
+            return " ".join(q(a) for a in guard)
+        # guard = [python, -m, jobs.guard, folder, --explain, ..., --post, ...]: the same options for rank 0
+        return " ".join([q(self.python), "-m", "jobs.workers", "oar", q(str(folder)), '"$OAR_NODEFILE"',
+                         *(q(a) for a in guard[4:])])
 
     def guard_command(self, cell, folder: Path) -> list:
         """`python -m jobs.guard <cell>`, with OAR's explainer and, where the node type has it, the Kwollect step."""

@@ -20,9 +20,15 @@ process that launched it:
 - then it writes the final status, *last*: the child writes `running` and its result
   (done, or failed with its error) but no final status (GUARDED_ENV), so no reader
   sees a cell final before its guard is, and nothing of a done cell changes after.
+- one rank of a scheduler's multi-task cell (Slurm's srun tasks, OAR's per-host tasks):
+  the policy is jobs/workers.py's, applied here for every scheduler. A rank that fails
+  (rank 0 included) announces it (`request_stop`); every rank's guard watches for another
+  rank's announcement and stops its worker at once (SIGTERM, SIGKILL after the workers'
+  grace: a worker stuck in a collective never returns to Python), recording which rank
+  on which host failed. No rank waits in a collective until the job's time limit.
 
-Standard library and jobs.records only: jobs/ never imports orchestrator/ (post-steps
-and explainers are named on the command line, by the launcher that knows them).
+Standard library, jobs.records and jobs.workers only: jobs/ never imports orchestrator/
+(post-steps and explainers are named on the command line, by the launcher that knows them).
 """
 from __future__ import annotations
 
@@ -36,6 +42,7 @@ import sys
 import time
 from pathlib import Path
 
+from jobs import workers
 from jobs.records import (CELL_FILE, FINAL_STATES, GUARDED_ENV, LOG_FILE, RESULT_FILE, describe_exit, log_tail,
                           read_json, read_status, update_status)
 
@@ -65,6 +72,8 @@ class Guard:
         self.signalled = None   # the first signal received, whose reason the final status keeps
         self.signalled_at = None
         self.explained = None   # what the scheduler meant by it (fields of the failed status)
+        self.peers = None       # this rank's place in a multi-task cell (jobs.workers.peer_context), else None
+        self.peer_stop = None   # another rank's failure, which stopped this one
 
     def _on_signal(self, signum, frame) -> None:
         if self.signalled is not None:
@@ -87,6 +96,7 @@ class Guard:
         for sig in REASONS:
             signal.signal(sig, self._on_signal)
         env = dict(os.environ, PYTHONUNBUFFERED="1", **{GUARDED_ENV: "1"})
+        self.peers = workers.peer_context(self.cell_dir, read_json(self.cell_dir / CELL_FILE), env)
         with open(self.cell_dir / LOG_FILE, "ab") as log:
             self.child = subprocess.Popen([self.python, "-m", "jobs.run", str(self.cell_dir)], cwd=self.cell_dir,
                                           env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -100,10 +110,21 @@ class Guard:
                 self.child.send_signal(signal.SIGTERM)
             if self.signalled is not None and stopping_since is None:
                 stopping_since = self.signalled_at
+            if self.peers and stopping_since is None and self.peer_stop is None:
+                self.peer_stop = workers.stop_requested(self.peers)
+                if self.peer_stop:
+                    print(f"[guard] stopping: {self.peer_stop['reason']}", file=sys.stderr, flush=True)
+                    stopping_since = now - KILL_GRACE_S + workers.STOP_GRACE_S  # its peers are gone: short grace
+                    self.child.send_signal(signal.SIGTERM)
             if stopping_since is not None and now - stopping_since > KILL_GRACE_S:
                 self.child.kill()  # it would not stop: SIGKILL, and the guard still writes why
             time.sleep(POLL_S)
-        return self._final(self.child.returncode, timed_out)
+        code = self._final(self.child.returncode, timed_out)
+        final = read_status(self.cell_dir)
+        if self.peers and final["state"] == "failed" and self.peer_stop is None:
+            # the other ranks stop now
+            workers.request_stop(self.peers, final.get("reason") or "no reason given", self.cell_dir)
+        return code
 
     def _result(self) -> dict:
         """What the child wrote in result.json (its outcome: done, or failed with its error), or {}."""
@@ -145,6 +166,9 @@ class Guard:
         if timed_out:
             update_status(self.cell_dir, "failed", timed_out=True, exit_code=returncode, **job,
                           reason=f"timed out after {self.timeout_s:g} s (timeout_s in the sweep); the job was killed")
+        elif self.peer_stop is not None and not (measured and returncode == 0):
+            update_status(self.cell_dir, "failed", exit_code=returncode, stopped_by_worker=self.peer_stop.get("worker"),
+                          **job, reason=f"stopped: {self.peer_stop['reason']}")
         elif self.signalled is not None and not (measured and returncode == 0):
             fields = {"reason": REASONS[self.signalled], **(self.explained or {})}
             update_status(self.cell_dir, "failed", exit_code=returncode, signal=signal.Signals(self.signalled).name,

@@ -65,9 +65,10 @@ def main(argv: list | None = None) -> int:
         if not os.environ.get(GUARDED_ENV):  # under its guard, `done` is the guard's, after its post-steps
             update_status(cell_dir, "done", finished_at=record["finished_at"])
         window = record["window"]
+        total = record["energy"]["total_joules"]  # None when incomplete (a host without a reading): no sum
         print(f"[job] done: {window['iterations']} iterations in {window['duration_s']:.2f} s, "
               f"{window['throughput_samples_per_s']:.2f} samples/s, "
-              f"{record['energy']['total_joules']:.1f} J ({record['energy']['total_kind']})", flush=True)
+              f"{'no total' if total is None else f'{total:.1f} J'} ({record['energy']['total_kind']})", flush=True)
         energy = record.get("energy") or {}
         for note in [*energy.get("notes", []), *energy.get("low_confidence", [])]:  # why a number is weak, here too
             print(f"[job] note: {note}", flush=True)

@@ -11,8 +11,13 @@ Where they run is the launcher's business; how they run is this module's:
   job's process group (the guard's and the launcher's kill reach them all) and die with it
   (PR_SET_PDEATHSIG), so none outlives the cell. The first worker to fail fails the whole cell
   with its reason (which worker, which signal or error, in which phase); the others are stopped.
-- **scheduler tasks** (Slurm: one srun step, one task per worker): each task runs its worker in
-  place (`worker_from_tasks`), and the task of rank 0 merges the results once all have written one.
+- **scheduler tasks** (Slurm: one srun step, one task per worker; OAR: one task per host of the job,
+  the others started through oarsh): each task runs its worker under its own guard, and the task of
+  rank 0 merges the results once all have written one. Ranks on other hosts cannot be killed from
+  here, so a failure is announced in the cell folder (`workers/stop.json`, this job's): the guard of
+  every rank watches it and stops its worker (`peer_context`, `request_stop`, `stop_requested`). The
+  first rank to fail, rank 0 included, fails the whole cell with its rank and host; none is left
+  waiting in a collective until the job's time limit.
 
 Energy: a host's meters count the whole host, so only the **first worker of each host** meters it
 (and measures its idle baseline); the host's other workers run unmetered. The cell's energy is one
@@ -48,6 +53,10 @@ _RECORD_KEYS = ("schema_version", "cell_id", "campaign", "params", "started_at",
 
 class WorkerFailed(RuntimeError):
     """One worker of a multi-worker cell failed: the whole cell fails with this reason."""
+
+    def __init__(self, reason: str, index: int | None = None):
+        super().__init__(reason)
+        self.index = index  # the worker that failed
 
 
 def spawns_workers(cell: dict) -> bool:
@@ -121,13 +130,16 @@ def _stop(processes: list) -> None:
             process.wait()
 
 
-def _settle_stopped(folders: list, why: str) -> None:
-    """A worker stopped in a collective (SIGKILLed after the grace) writes no status: say why it ended."""
+def _settle_stopped(folders: list, exc: BaseException) -> None:
+    """A worker killed, or stopped in a collective (SIGKILLed after the grace), writes no status: say why it
+    ended (the failed worker its own failure, the others that the cell's job stopped them)."""
     from jobs.records import FINAL_STATES, update_status
 
-    for folder in folders:
+    why = f"{type(exc).__name__}: {exc}"
+    for index, folder in enumerate(folders):
         if read_status(folder)["state"] not in FINAL_STATES:
-            update_status(folder, "failed", reason=f"stopped by its cell's job: {why}")
+            own = isinstance(exc, WorkerFailed) and exc.index == index
+            update_status(folder, "failed", reason=str(exc) if own else f"stopped by its cell's job: {why}")
 
 
 def _how_it_ended(returncode: int) -> str:
@@ -136,11 +148,15 @@ def _how_it_ended(returncode: int) -> str:
     return f"exited with status {returncode}"
 
 
-def _failure(index: int, folder: Path, process) -> str:
+def _where(folder: Path) -> str:
     phase = (read_phase(folder) or {}).get("phase", "start-up")
+    return f"during its {phase}" if phase != "window" else "mid-window"
+
+
+def _failure(index: int, folder: Path, process, host: str | None = None) -> str:
     reason = read_status(folder).get("reason")
-    where = f"during its {phase}" if phase != "window" else "mid-window"
-    text = f"worker {index} (pid {process.pid}) {_how_it_ended(process.returncode)} {where}"
+    on = f" on {host}" if host else ""
+    text = f"worker {index} (pid {process.pid}){on} {_how_it_ended(process.returncode)} {_where(folder)}"
     if reason:
         text += f": {reason}"
     elif process.returncode > 0:
@@ -197,10 +213,15 @@ def run_rank0(cell: dict, cell_dir: Path, workers: list, python: str = sys.execu
     env = {k: v for k, v in os.environ.items() if k not in (TASKS_ENV, "TF_CONFIG")}
     folders = [Path(cell_dir) / WORKERS_DIR / str(w["index"]) for w in workers]
     process = _spawn(python, prepare_worker(cell_dir, cell, workers[0]), env)
+    shown = None
     try:
         while True:
+            phase = (read_phase(folders[0]) or {}).get("phase")
+            if phase and phase != shown:  # the cell's progress (and where a failure happened) is worker 0's
+                write_phase(cell_dir, phase)
+                shown = phase
             if process.poll() is not None and process.returncode != 0:
-                raise WorkerFailed(_failure(0, folders[0], process))
+                raise WorkerFailed(_failure(0, folders[0], process, workers[0].get("host")), 0)
             states = []
             for worker, folder in zip(workers[1:], folders[1:]):
                 status = read_status(folder)
@@ -208,15 +229,15 @@ def run_rank0(cell: dict, cell_dir: Path, workers: list, python: str = sys.execu
                     states.append("waiting")  # not started yet in this job (an older attempt's status)
                     continue
                 if status["state"] == "failed":
-                    raise WorkerFailed(f"worker {worker['index']} on {worker['host']} failed: {status.get('reason')}; "
-                                       "the whole cell fails")
+                    raise WorkerFailed(f"worker {worker['index']} on {worker['host']} failed {_where(folder)}: "
+                                       f"{status.get('reason')}; the whole cell fails", worker["index"])
                 states.append(status["state"])
             if process.returncode == 0 and all(state == "done" for state in states):
                 break
             time.sleep(poll_s)
     except BaseException as exc:
         _stop([process])
-        _settle_stopped(folders[:1], f"{type(exc).__name__}: {exc}")
+        _settle_stopped(folders[:1], exc)
         raise
     finally:
         _stop([process])
@@ -240,7 +261,7 @@ def run_loopback(cell: dict, cell_dir: Path, python: str = sys.executable) -> di
         while any(p.poll() is None for p in processes):
             for index, (folder, process) in enumerate(zip(folders, processes)):
                 if process.poll() is not None and process.returncode != 0:
-                    raise WorkerFailed(_failure(index, folder, process))
+                    raise WorkerFailed(_failure(index, folder, process), index)
             phase = (read_phase(folders[0]) or {}).get("phase")
             if phase and phase != shown:  # the cell's progress is its first worker's
                 write_phase(cell_dir, phase)
@@ -248,10 +269,10 @@ def run_loopback(cell: dict, cell_dir: Path, python: str = sys.executable) -> di
             time.sleep(POLL_S)
         for index, (folder, process) in enumerate(zip(folders, processes)):
             if process.returncode != 0:
-                raise WorkerFailed(_failure(index, folder, process))
+                raise WorkerFailed(_failure(index, folder, process), index)
     except BaseException as exc:
         _stop(processes)
-        _settle_stopped(folders, f"{type(exc).__name__}: {exc}")
+        _settle_stopped(folders, exc)
         raise
     finally:
         _stop(processes)
@@ -345,31 +366,177 @@ def merge(workers: list, results: list) -> dict:
 
 
 
-# --- one host's task of a multi-node OAR cell (launched on each host through oarsh) ---------------------------
+# --- a failed rank stops the others (scheduler tasks: ranks on other hosts, one shared cell folder) -------------
 
-def main(argv: list | None = None) -> int:
-    """`python -m jobs.workers <cell folder> <rank> <hosts file>`: rank 0 runs the cell (its job merges the
-    workers), rank r > 0 its worker; one worker per host of the hosts file (one line per host, in order)."""
+STOP_FILE = "stop.json"  # <cell>/workers/stop.json: {job, worker, host, reason}; only this job's counts
+
+
+def peer_context(cell_dir: Path, cell: dict, env: dict | None = None) -> dict | None:
+    """This rank's place in a scheduler's multi-task cell, for its guard: {cell, job, worker, host}; None for a
+    single-task cell or a loopback worker (the loopback coordinator owns its workers' processes)."""
+    env = os.environ if env is None else env
+    worker = cell.get(WORKER_KEY)
+    if worker and worker.get("launch") == "tasks":
+        return {"cell": str(Path(cell_dir).parent.parent), "job": str(worker.get("job")),
+                "worker": worker["index"], "host": worker.get("host")}
+    if env.get(TASKS_ENV):
+        first = json.loads(env[TASKS_ENV])[0]
+        return {"cell": str(cell_dir), "job": str(first.get("job")), "worker": 0, "host": first.get("host")}
+    return None
+
+
+def _stop_path(context: dict) -> Path:
+    return Path(context["cell"]) / WORKERS_DIR / STOP_FILE
+
+
+def stop_requested(context: dict) -> dict | None:
+    """Another rank of this job failed: its announcement ({worker, host, reason}), else None."""
+    try:
+        stop = read_json(_stop_path(context))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(stop, dict) or str(stop.get("job")) != context["job"] or stop.get("worker") == context["worker"]:
+        return None  # an earlier job's, or this rank's own
+    return stop
+
+
+def request_stop(context: dict, reason: str, folder: Path | None = None) -> None:
+    """Announce this rank's failure (its reason; the phase its folder was in) to every other rank of the job.
+    The first announcement stands."""
+    path = _stop_path(context)
+    try:
+        if str((read_json(path) or {}).get("job")) == context["job"]:
+            return
+    except (OSError, ValueError):
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {"job": context["job"], "worker": context["worker"], "host": context["host"],
+                             "reason": f"worker {context['worker']} on {context['host']} failed"
+                                       f"{' ' + _where(folder) if folder else ''}: {reason}"})
+
+
+# --- OAR: one task per host, rank 0 on the job's first host, the others through oarsh ------------------------
+
+def job_hosts(nodefile: Path, here: str | None = None) -> list:
+    """The job's hosts from $OAR_NODEFILE (one line per core: deduplicated, in order), this host first."""
+    hosts = list(dict.fromkeys(line.strip() for line in Path(nodefile).read_text().splitlines() if line.strip()))
+    short = (here or socket.gethostname()).split(".")[0]
+    mine = [h for h in hosts if h.split(".")[0] == short]
+    return mine[:1] + [h for h in hosts if h not in mine[:1]]
+
+
+def remote_command(cell_dir: Path, rank: int, hosts_file: Path, explain: str | None, env: dict) -> str:
+    """The command line oarsh hands to the remote shell (quoted once more there): cd, environment, the task."""
+    import shlex
+
+    keep = {k: env[k] for k in ("PYTHONPATH", "PYTHONUNBUFFERED", "BENCHMARK_TRACKER_JOB_ID", "OAR_JOB_ID")
+            if env.get(k)}
+    argv = [sys.executable, "-m", "jobs.workers", "task", str(cell_dir), str(rank), str(hosts_file)]
+    argv += [explain] if explain else []
+    return (f"cd {shlex.quote(str(cell_dir))} && exec env {' '.join(shlex.quote(f'{k}={v}') for k, v in keep.items())} "
+            f"{shlex.join(argv)}")
+
+
+def _guard_argv(folder: Path, explain: str | None, post: list = ()) -> list:
+    argv = [sys.executable, "-m", "jobs.guard", str(folder)]
+    argv += ["--explain", explain] if explain else []
+    for step in post:
+        argv += ["--post", step]
+    return argv
+
+
+def run_oar(cell_dir: Path, nodefile: Path, explain: str | None, post: list, env: dict | None = None,
+            remote_shell: str = "oarsh") -> int:
+    """Rank 0 of an OAR cell (the job script's task, on the job's first host): start one task per other host
+    through OAR's remote shell, run this host's under the guard (the cell's own guard: timeout, signals,
+    post-steps, final status), pass OAR's signals on to it, and leave no remote shell behind."""
     from jobs.records import update_status
 
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 3 or not argv[1].isdigit():
-        print("usage: python -m jobs.workers <cell folder> <rank> <hosts file>", file=sys.stderr)
-        return 2
-    cell_dir, rank = Path(argv[0]).resolve(), int(argv[1])
-    hosts = list(dict.fromkeys(line.strip() for line in Path(argv[2]).read_text().splitlines() if line.strip()))
+    env = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1")
+    env.pop(GUARDED_ENV, None)
+    cell = read_json(cell_dir / CELL_FILE)
+    count = int(cell["params"].get("nodes", 1))
+    hosts = job_hosts(nodefile)
+    if len(hosts) != count:
+        update_status(cell_dir, "failed", job_id=env.get("BENCHMARK_TRACKER_JOB_ID", ""),
+                      reason=f"OAR gave {len(hosts)} host(s) ({', '.join(hosts) or 'none'}), the cell needs {count} "
+                             f"(nodes: {count}); nothing was started")
+        return 96
+    guard, pending = None, []
+
+    def forward(signum, frame):  # OAR's signals (oardel, the walltime's checkpoint) are the guard's to act on
+        if guard is None:
+            pending.append(signum)
+        elif guard.poll() is None:
+            guard.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, forward)
+    job = env.get("OAR_JOB_ID", "0")
+    workers = task_workers(count, hosts, 1, job)
+    hosts_file = cell_dir / WORKERS_DIR / "hosts.json"
+    remotes = []
+    if count > 1:
+        hosts_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(hosts_file, hosts)
+        env[TASKS_ENV] = json.dumps(workers)
+        with open(cell_dir / LOG_FILE, "ab") as log:
+            for worker in workers[1:]:
+                command = remote_command(cell_dir, worker["index"], hosts_file, explain, env)
+                log.write(f"[oar] worker {worker['index']} on {worker['host']}: {remote_shell} {worker['host']}\n"
+                          .encode())
+                log.flush()
+                remotes.append(subprocess.Popen([remote_shell, worker["host"], command], stdout=log,
+                                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+    guard = subprocess.Popen(_guard_argv(cell_dir, explain, post), cwd=cell_dir, env=env, stdin=subprocess.DEVNULL)
+    for signum in pending:  # arrived while the remote tasks were starting
+        guard.send_signal(signum)
+    code = guard.wait()
+    # The remote ranks stop on their own once the cell is final (a failure is announced in stop.json); a remote
+    # shell still open after their grace is closed, so that nothing of this job outlives it here.
+    deadline = time.monotonic() + 2 * STOP_GRACE_S + 10
+    for remote in remotes:
+        try:
+            remote.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            remote.kill()
+            remote.wait()
+    return code
+
+
+def run_task(cell_dir: Path, rank: int, hosts_file: Path, explain: str | None) -> int:
+    """Rank r > 0 of an OAR cell, on its host (started through oarsh): its worker folder, then its guard."""
+    from jobs.records import update_status
+
+    hosts = read_json(hosts_file)
     cell = read_json(cell_dir / CELL_FILE)
     job = os.environ.get("OAR_JOB_ID", "0")
     workers = task_workers(int(cell["params"]["nodes"]), hosts, 1, job)
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    if rank == 0:
-        folder = cell_dir
-        env[TASKS_ENV] = json.dumps(workers)
-    else:
-        folder = prepare_worker(cell_dir, cell, workers[rank])
-        update_status(folder, "running", job_id=job, host=socket.gethostname())  # rank 0 waits for this job's
-    env.pop(GUARDED_ENV, None)  # no guard of its own here: the worker writes its final status
-    return subprocess.call([sys.executable, "-m", "jobs.run", str(folder)], env=env)
+    folder = prepare_worker(cell_dir, cell, workers[rank])
+    update_status(folder, "running", job_id=job, host=socket.gethostname())  # rank 0 waits for this job's
+    env = {k: v for k, v in os.environ.items() if k not in (GUARDED_ENV, TASKS_ENV, "TF_CONFIG")}
+    os.chdir(folder)
+    os.execve(sys.executable, _guard_argv(folder, explain), env)  # the guard is this task from here on
+
+
+def main(argv: list | None = None) -> int:
+    """`python -m jobs.workers oar <cell folder> <nodefile> [--explain M] [--post STEP]...` (rank 0, the job script)
+    `python -m jobs.workers task <cell folder> <rank> <hosts file> [explain module]` (rank r, through oarsh)"""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) >= 3 and argv[0] == "oar":
+        import argparse
+
+        parser = argparse.ArgumentParser(prog="python -m jobs.workers oar")
+        parser.add_argument("cell")
+        parser.add_argument("nodefile")
+        parser.add_argument("--explain")
+        parser.add_argument("--post", action="append", default=[])
+        args = parser.parse_args(argv[1:])
+        return run_oar(Path(args.cell).resolve(), Path(args.nodefile), args.explain, args.post)
+    if len(argv) in (4, 5) and argv[0] == "task" and argv[2].isdigit() and int(argv[2]) > 0:
+        return run_task(Path(argv[1]).resolve(), int(argv[2]), Path(argv[3]), argv[4] if len(argv) == 5 else None)
+    print(main.__doc__, file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -129,9 +129,14 @@ def check(spec, cells: list, launcher: str) -> None:
             if p["devices_per_node"] * p["nodes"] > max(cores, node_types()[p["node_type"]].gpu_count):
                 refuse(f"{_where_value(spec, 'nodes', p['nodes'])}: {p['nodes']} loopback workers x "
                        f"{p['devices_per_node']} devices exceed this machine's {cores} cores")
-        if p["nodes"] > 1 and launcher == "oar":
-            refuse(f"{_where_value(spec, 'nodes', p['nodes'])}: the OAR launcher does not run multi-node cells yet "
-                   "(nodes=N with a per-node launch through oarsh: see docs/scaling.md)")
+        hosts = node_types()[p["node_type"]].extra.get("nodes")  # the cluster's node count, where the catalog has it
+        if launcher == "oar" and hosts and p["nodes"] > hosts:
+            refuse(f"{_where_value(spec, 'nodes', p['nodes'])}: nodes: {p['nodes']} asks OAR for {p['nodes']} whole "
+                   f"hosts, but node type {p['node_type']} has {hosts}")
+        if launcher == "slurm" and hosts and p["nodes"] // slurm_tasks_per_node(spec) > hosts:
+            refuse(f"{_where_value(spec, 'nodes', p['nodes'])}: {p['nodes']} workers need "
+                   f"{p['nodes'] // slurm_tasks_per_node(spec)} Slurm nodes, but node type {p['node_type']} "
+                   f"has {hosts}")
         if p["nodes"] > 1 and launcher == "slurm":
             per = slurm_tasks_per_node(spec)
             node = node_types()[p["node_type"]]

@@ -35,6 +35,27 @@ def _sources(domains: dict) -> str:
     return ", ".join(f"{name} {d.get('source')}" for name, d in sorted(domains.items()) if isinstance(d, dict))
 
 
+def _scheduler_readings(node: dict) -> dict:
+    """A host's own readings from the schedulers' side (#15): {Kwollect label or `slurm`: joules or None}."""
+    found = {label: e.get("joules") for label, e in sorted((node.get("external") or {}).items()) if isinstance(e, dict)}
+    slurm = (node.get("other_sources") or {}).get("slurm")
+    if isinstance(slurm, dict):
+        found["slurm"] = slurm.get("joules")
+    return found
+
+
+def _node_text(node: dict) -> str:
+    """`vm: 12.3 J (cpu rapl, ram ram-model; bmc 20.1 J)`: the host's meters with their sources, then its own
+    scheduler-side readings."""
+    total = node.get("total_joules")
+    head = f"{total:.4g} J" if isinstance(total, (int, float)) else "no reading"
+    parts = [_sources(node.get("domains") or {})] if isinstance(total, (int, float)) else []
+    parts += [f"{label} {j:.4g} J" if isinstance(j, (int, float)) else f"{label} no reading"
+              for label, j in _scheduler_readings(node).items()]
+    parts = [p for p in parts if p]
+    return f"{node.get('host')}: {head}" + (f" ({'; '.join(parts)})" if parts else "")
+
+
 def parallel_columns(result: dict) -> dict:
     """results.csv columns of a scaled cell: workers, hosts, window skew, per-node energy with sources."""
     parallel = result.get("parallel") or {}
@@ -55,12 +76,11 @@ def parallel_columns(result: dict) -> dict:
         "energy_missing_hosts": ";".join(energy.get("missing_hosts") or []) or None,
         "energy_nodes": len(nodes),
         "energy_per_node": "; ".join(
-            f"{n.get('host')}: {n['total_joules']:.4g} J ({_sources(n.get('domains') or {})})"
-            if isinstance(n.get("total_joules"), (int, float)) else f"{n.get('host')}: no reading"
-            for n in nodes) or None,
+            _node_text(n) for n in nodes) or None,
         "energy_nodes_json": json.dumps([{"host": n.get("host"), "joules": n.get("total_joules"),
                                           "sources": {k: d.get("source") for k, d in (n.get("domains") or {}).items()
-                                                      if isinstance(d, dict)}} for n in nodes]),
+                                                      if isinstance(d, dict)},
+                                          "scheduler": _scheduler_readings(n)} for n in nodes]),
     }
 
 

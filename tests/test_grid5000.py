@@ -86,7 +86,7 @@ def test_the_committed_catalog_is_what_the_generator_makes():
 def recorded_api():
     handler = partial(RecordedApi, directory=str(DATA / "g5k_api"))
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/stable/"
     server.shutdown()

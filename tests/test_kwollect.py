@@ -29,7 +29,8 @@ class FakeKwollect:
 
     Power is `watts[metric]` (a number or a function of time), sampled on multiples of the metric's period.
     Sites: `broken` answers 500 with the API's statement-timeout message; `secure` wants basic auth.
-    Nodes whose name contains `gappy` miss their samples in `gap` (epoch seconds). Samples newer than
+    Nodes whose name contains `gappy` miss their samples in `gap` (epoch seconds); nodes whose name contains
+    `dark` have no sample at all (a node whose BMC does not answer). Samples newer than
     `time() - lag_s` do not exist yet, as on the real service.
     """
 
@@ -57,7 +58,7 @@ class FakeKwollect:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/stable/"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def __enter__(self):
         self.thread.start()
@@ -87,6 +88,8 @@ class FakeKwollect:
         for metric in query["metrics"].split(","):
             period = PERIOD_S.get(metric, 1.0)
             for node in query.get("nodes", "node-1").split(","):
+                if "dark" in node:
+                    continue
                 t = math.ceil(start / period) * period
                 while t <= min(end, newest):
                     if not ("gappy" in node and self.gap and self.gap[0] < t < self.gap[1]):
@@ -183,6 +186,37 @@ def test_annotate_adds_labelled_bmc_and_wattmeter_energy_with_ratio(tmp_path, fa
     assert float(query["start_time"][0]) == pytest.approx(t0 - 30) and "+" not in fake.requests[0]["path"]
     raw = json.loads((cell / "kwollect.json").read_text())
     assert raw["metrics"]["bmc_node_power_watt"][0]["metric_id"] == "bmc_node_power_watt"
+
+
+def multi_host_cell(folder: Path, t0: float, hosts: list) -> Path:
+    """A merged multi-host result (#15): each host's worker window (host 2 starts 0.5 s later), one node record each."""
+    folder.mkdir(parents=True)
+    workers = [{"worker": i, "host": h, "start_unix": t0 + i / 2, "end_unix": t0 + 20 + i / 2}
+               for i, h in enumerate(hosts)]
+    result = {"status": "done", "host": {"hostname": hosts[0]}, "parallel": {"hosts": len(hosts)},
+              "window": {"start_unix": t0, "end_unix": t0 + 20.5, "workers": workers},
+              "energy": {"total_joules": 300.0, "nodes": [{"host": h, "worker": i, "domains": {}}
+                                                          for i, h in enumerate(hosts)]}}
+    (folder / "result.json").write_text(json.dumps(result))
+    return folder
+
+
+def test_each_host_of_a_multi_host_cell_gets_its_own_reading_and_a_missing_one_makes_it_incomplete(tmp_path, fake):
+    t0 = 1_795_000_000.0
+    both = multi_host_cell(tmp_path / "both", t0, ["grele-1.nancy.grid5000.fr", "grele-2.nancy.grid5000.fr"])
+    bmc = kwollect.annotate(both, "nancy", ["bmc_node_power_watt"], url=fake.url)["bmc"]
+    assert parse_qs(urlparse(fake.requests[0]["path"]).query)["nodes"] == ["grele-1,grele-2"]  # one query
+    assert bmc["joules"] == pytest.approx(2 * 100.0 * 20) and bmc["total_kind"] == "measured" and bmc["complete"]
+    nodes = json.loads((both / "result.json").read_text())["energy"]["nodes"]
+    for node, start in zip(nodes, (t0, t0 + 0.5)):  # each host over the window it saw, with its source
+        entry = node["external"]["bmc"]
+        assert entry["joules"] == pytest.approx(100.0 * 20) and entry["source"] == "bmc"
+        assert entry["window"]["start_unix"] == start and entry["node"] == node["host"].split(".")[0]
+    part = multi_host_cell(tmp_path / "part", t0, ["grele-1.nancy.grid5000.fr", "dark-2.nancy.grid5000.fr"])
+    bmc = kwollect.annotate(part, "nancy", ["bmc_node_power_watt"], url=fake.url)["bmc"]
+    assert bmc["joules"] is None and bmc["total_kind"] == "incomplete"  # never the one host's 2000 J as the sum
+    assert bmc["missing_hosts"] == ["dark-2.nancy.grid5000.fr"] and "no bmc_node_power_watt sample" in bmc["error"]
+    assert bmc["nodes"] == {"dark-2.nancy.grid5000.fr": None, "grele-1.nancy.grid5000.fr": pytest.approx(2000.0)}
 
 
 def test_a_gap_in_the_data_is_reported_not_hidden(tmp_path):

@@ -13,7 +13,7 @@ from tests.conftest import run_cli
 BASE = """
 name: {name}
 matrix:
-  tests: [mobilenet_v2]
+  tests: [srcnn]
   phases: [training]
 {axes}
 defaults:

@@ -111,3 +111,14 @@ def test_incomplete_cells_count_in_no_energy_statistic():
     row = summary[summary["nodes"] == 2].iloc[0]
     assert row["energy_per_sample_j_n"] == 2 and row["throughput_n"] == 3 and "incomplete" in row["energy_kind"]
     assert any(note.startswith("incomplete energy: 1 multi-node cell") for note in campaign_notes(frame))
+
+
+def test_per_node_columns_carry_each_hosts_scheduler_readings_and_say_which_is_missing():
+    from orchestrator.scaling import parallel_columns
+
+    hosts = [{**_node("n1", 10.0), "external": {"bmc": {"joules": 20.0, "source": "bmc"}},
+              "other_sources": {"slurm": {"joules": 30.0, "source": "slurm-consumed-energy"}}},
+             {**_node("n2", 12.0), "external": {"bmc": {"joules": None, "error": "no sample"}}}]
+    columns = parallel_columns({"parallel": {"hosts": 2}, "energy": {"nodes": hosts}})
+    assert columns["energy_per_node"] == "n1: 10 J (cpu rapl; bmc 20 J; slurm 30 J); n2: 12 J (cpu rapl; bmc no reading)"
+    assert '"scheduler": {"bmc": 20.0, "slurm": 30.0}' in columns["energy_nodes_json"]

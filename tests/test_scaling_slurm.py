@@ -70,3 +70,53 @@ def test_two_task_cell_through_slurm(sweep_file, tmp_path):
     [node] = record["energy"]["nodes"]  # one node: metered once, by its first task
     assert node["worker"] == 0 and node["domains"]
     assert len(record["window"]["workers"]) == 2
+
+
+# --- Slurm's energy per node (#15), on sstat's format (tests/data/slurm/energy/) -------------------------------
+
+ENERGY = __import__("pathlib").Path(__file__).parent / "data" / "slurm" / "energy"
+
+
+def _merged(hosts):
+    return {"energy": {"nodes": [{"host": h, "worker": i, "domains": {}} for i, h in enumerate(hosts)],
+                       "missing_hosts": []}}
+
+
+def test_slurm_energy_per_node_from_a_one_node_step_and_none_from_the_recorded_plugin_less_answer():
+    from orchestrator.launchers.slurm_job import add_node_energy, expand_nodelist, parse_step_readings
+
+    assert expand_nodelist("grele-[1-2,07],vm") == ["grele-1", "grele-2", "grele-07", "vm"]
+    recorded = parse_step_readings((ENERGY / "sstat-2tasks-no-plugin.stdout").read_text())
+    assert [(r["step"], r["hosts"], r["joules"]) for r in recorded] == [("199.batch", ["vm"], None),
+                                                                         ("199.0", ["vm"], None)]
+    result = _merged(["vm"])
+    entry = add_node_energy(result, recorded, "job 199 step 0")
+    assert entry["joules"] is None and entry["total_kind"] == "incomplete" and entry["missing_hosts"] == ["vm"]
+    [one, two] = parse_step_readings((ENERGY / "sstat-with-plugin.stdout").read_text())
+    result = _merged(["grele-1.nancy.grid5000.fr"])
+    entry = add_node_energy(result, [one], "job 201 step 0")
+    assert entry["joules"] == 5123.0 and entry["total_kind"] == "measured"
+    node = result["energy"]["nodes"][0]["other_sources"]["slurm"]
+    assert node["joules"] == 5123.0 and node["source"] == "slurm-consumed-energy"
+
+
+def test_a_step_over_two_nodes_is_one_sum_slurm_does_not_split_so_the_total_is_incomplete():
+    from orchestrator.launchers.slurm_job import add_node_energy, parse_step_readings
+
+    [_, two] = parse_step_readings((ENERGY / "sstat-with-plugin.stdout").read_text())
+    assert two["hosts"] == ["grele-1", "grele-2"]
+    result = _merged(["grele-1", "grele-2"])
+    entry = add_node_energy(result, [two], "job 202 step 0")
+    assert entry["joules"] is None and entry["total_kind"] == "incomplete"  # never 9876 J passed off per node
+    assert entry["missing_hosts"] == ["grele-1", "grele-2"] and entry["step_sums"][0]["joules"] == 9876.0
+    assert "one sum Slurm does not split per node" in entry["note"]
+    assert all("other_sources" not in n for n in result["energy"]["nodes"])
+
+
+def test_more_slurm_nodes_than_the_node_type_has_are_refused(sweep_file):
+    text = SWEEP.format(name="toomany", tasks=1).replace("nodes: [2]", "nodes: [14]").replace("[slurm-local]",
+                                                                                          "[grele]")
+    from orchestrator.errors import UserError
+
+    with pytest.raises(UserError, match="14 workers need 14 Slurm nodes, but node type grele has 13"):
+        expand(load_sweep(str(sweep_file(text))))

@@ -146,6 +146,8 @@ def test_worker_killed_mid_window_fails_the_cell_and_leaves_no_process(tmp_path)
     assert status["state"] == "failed"
     assert f"worker 1 (pid {pid}) was killed by SIGKILL mid-window" in status["reason"]
     assert "the whole cell fails" in status["reason"]
+    # the killed worker's own record says what happened to it, not that its job stopped it
+    assert read_json(worker / "status.json")["reason"].startswith(f"worker 1 (pid {pid}) was killed by SIGKILL")
     peer = read_json(worker.parent / "0" / "status.json")  # its peer was stopped, and says why
     # stopped by the job, or its collective saw the dead peer first: either way it did not end as done
     assert peer["state"] == "failed" and peer["reason"]

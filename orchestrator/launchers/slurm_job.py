@@ -14,6 +14,7 @@ and the `energy` post-step (Slurm's energy counter, when the site collects it).
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -93,6 +94,80 @@ def add_energy_source(cell_dir: Path, joules: float, scope: str) -> None:
     atomic_write_json(path, result)
 
 
+# --- per node (#15): a multi-host cell's Slurm energy goes to each host's record, or the total is incomplete ------
+
+def expand_nodelist(text: str) -> list:
+    """Slurm's compressed host list (`vm`, `n[1-3,7]`, `a1,b[01-02]`) as host names."""
+    hosts, depth, part = [], 0, ""
+    for ch in text.strip() + ",":
+        if ch == "," and depth == 0:
+            if part:
+                match = re.fullmatch(r"([^\[]*)\[([^\]]*)\](.*)", part)
+                if not match:
+                    hosts.append(part)
+                else:
+                    head, ranges, tail = match.groups()
+                    for item in ranges.split(","):
+                        lo, _, hi = item.partition("-")
+                        for n in range(int(lo), int(hi or lo) + 1):
+                            hosts.append(f"{head}{str(n).zfill(len(lo))}{tail}")
+            part = ""
+            continue
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        part += ch
+    return hosts
+
+
+def parse_step_readings(text: str) -> list:
+    """[{step, hosts, joules}] from `sstat -n -P --noconvert -o JobID,Nodelist,ConsumedEnergyRaw[,...]`: 0 or empty
+    is no reading (the site's acct_gather_energy/none answers 0: tests/data/slurm/energy/)."""
+    readings = []
+    for line in text.splitlines():
+        fields = line.strip().split("|")
+        if len(fields) < 3 or not fields[0]:
+            continue
+        try:
+            joules = float(fields[2])
+        except ValueError:
+            joules = None
+        readings.append({"step": fields[0], "hosts": expand_nodelist(fields[1]),
+                         "joules": joules if joules and joules > 0 else None})
+    return readings
+
+
+def add_node_energy(result: dict, readings: list, scope: str) -> dict:
+    """A multi-host cell: a step on one host is that host's reading (energy.nodes[].other_sources.slurm); a step
+    over several hosts is one sum Slurm does not split, so none of its hosts has a reading of its own. The cell's
+    `other_sources.slurm` is the hosts' sum, or `incomplete` (no sum) when a host has none."""
+    energy = result.setdefault("energy", {})
+    nodes = energy.get("nodes") or []
+    hosts = [n.get("host") for n in nodes] + list(energy.get("missing_hosts") or [])
+    short = {str(h).split(".")[0]: h for h in hosts}
+    own, notes = {}, []
+    for reading in readings:
+        names = [n.split(".")[0] for n in reading["hosts"]]
+        if len(names) == 1 and names[0] in short and reading["joules"] is not None:
+            own[short[names[0]]] = reading
+        elif len(names) > 1 and reading["joules"] is not None:
+            notes.append(f"step {reading['step']}: {reading['joules']:.1f} J over {', '.join(reading['hosts'])}, one "
+                         "sum Slurm does not split per node: no host's own reading")
+    for node in nodes:
+        if node.get("host") in own:
+            node.setdefault("other_sources", {})["slurm"] = {
+                "joules": own[node["host"]]["joules"], "source": "slurm-consumed-energy",
+                "scope": f"{scope} on {node['host']}", "step": own[node["host"]]["step"]}
+    missing = [h for h in hosts if h not in own]
+    total = None if missing else sum(r["joules"] for r in own.values())
+    entry = {"joules": total, "source": "slurm-consumed-energy", "scope": scope,
+             "total_kind": "incomplete" if missing else "measured", "missing_hosts": missing,
+             "nodes": {h: (own[h]["joules"] if h in own else None) for h in hosts},
+             "step_sums": [r for r in readings if len(r["hosts"]) > 1 and r["joules"] is not None],
+             "note": "Slurm's acct_gather_energy counter per node for the whole job step (setup and model build "
+                     "included), not the measurement window" + ("; " + "; ".join(notes) if notes else "")}
+    energy.setdefault("other_sources", {})["slurm"] = entry
+    return entry
+
+
 def explain_signal(signum: int) -> dict | None:
     """The guard's explainer (`--explain orchestrator.launchers.slurm_job`): what Slurm meant by a signal.
 
@@ -117,12 +192,25 @@ def explain_signal(signum: int) -> dict | None:
 def energy_step(cell_dir: Path) -> int:
     """The guard's post-step (`--post "orchestrator.launchers.slurm_job energy <cell>"`): Slurm's energy counter
     for this job step, added to result.json as one more labelled source, before the guard writes `done`."""
+    scope = f"job {job_id_from_env()} step {os.environ.get('SLURM_STEP_ID', '0')}"
+    try:
+        result = read_json(cell_dir / RESULT_FILE)
+    except (OSError, ValueError):
+        result = {}
+    if (result.get("energy") or {}).get("nodes"):  # a multi-host cell (#15): per node, or incomplete
+        step = f"{os.environ.get('SLURM_JOB_ID', '')}.{os.environ.get('SLURM_STEP_ID', '0')}"
+        readings = parse_step_readings(_slurm("sstat", "-n", "-P", "--noconvert", "-a", "-j", step, "-o",
+                                              "JobID,Nodelist,ConsumedEnergyRaw"))
+        entry = add_node_energy(result, readings, scope)
+        atomic_write_json(cell_dir / RESULT_FILE, result)
+        print(f"[slurm] energy per node: {entry['nodes']} ({entry['total_kind']})", file=sys.stderr)
+        return 0
     joules = step_energy_joules()
     if joules is None:
         print("[slurm] no energy counter for this step (sstat gave none)", file=sys.stderr)
         return 0
     try:
-        add_energy_source(cell_dir, joules, f"job {job_id_from_env()} step {os.environ.get('SLURM_STEP_ID', '0')}")
+        add_energy_source(cell_dir, joules, scope)
     except (OSError, ValueError) as exc:
         print(f"[slurm] could not add Slurm energy: {exc}", file=sys.stderr)
         return 1
