@@ -40,14 +40,28 @@ LIVE_SERVER_FILES = {"test_slurm.py": "slurm-live", "test_scaling_slurm.py": "sl
                      "test_oar_server.py": "oar-live"}
 
 
+# Tests of one file that share nothing costly and take minutes each: each is a unit of its own, so the two
+# workers share them out (test_backends' probe tests share the module's `probes` and stay together).
+SPLIT_FILES = {"tests/test_backends.py": ("test_forward_agrees_with_tensorflow",
+                                          "test_parameter_counts_agree_with_tensorflow", "test_one_training_step")}
+
+
 def worker_unit(nodeid: str) -> str:
-    """The unit one xdist worker runs in order: a live server's tests, otherwise one file (a module-scoped
-    fixture, such as one real campaign shared by several assertions, is then built once)."""
-    path = nodeid.split("::", 1)[0]
-    for kind in ("slurm-live", "oar-live"):
-        if f"[{kind}]" in nodeid or f"-{kind}]" in nodeid or f"[{kind}-" in nodeid:
-            return kind
-    return LIVE_SERVER_FILES.get(path.rsplit("/", 1)[-1], path)
+    """The unit one xdist worker runs in order: a live server's tests; the contract suite's cases of one
+    launcher kind (its campaigns are cached per kind); otherwise one file (a module-scoped fixture, such as
+    one real campaign shared by several assertions, is then built once)."""
+    path, _, name = nodeid.partition("::")
+    param = name.partition("[")[2].rstrip("]")
+    if param in ("slurm-live", "oar-live"):
+        return param
+    if path.rsplit("/", 1)[-1] in LIVE_SERVER_FILES:
+        return LIVE_SERVER_FILES[path.rsplit("/", 1)[-1]]
+    if path == "tests/launchers/test_contract.py":
+        return f"{path}[{param}]"
+    if path in SPLIT_FILES:
+        shared = name.partition("[")[0] in SPLIT_FILES[path]
+        return f"{path}::shared" if shared else nodeid
+    return path
 
 
 @pytest.hookimpl(optionalhook=True)  # xdist's hook; a plain pytest without xdist never calls it
