@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# A runner that starts the suite in the background without job control (`cmd &` in a script) leaves SIGINT
+# ignored, and every child would inherit that: the Ctrl-C tests would then see a sweep that cannot be
+# interrupted. A handler (unlike SIG_IGN) is reset to the default in each child at exec.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def write_sweep(folder: Path, text: str, name: str = "sweep.yaml") -> Path:
