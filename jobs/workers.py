@@ -121,7 +121,12 @@ def _stop(processes: list) -> None:
     for process in processes:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE_S
+    _wait_or_kill(processes, STOP_GRACE_S)
+
+
+def _wait_or_kill(processes: list, grace_s: float) -> None:
+    """Wait for every process, together, at most grace_s; SIGKILL (and reap) those still running then."""
+    deadline = time.monotonic() + grace_s
     for process in processes:
         try:
             process.wait(timeout=max(0.0, deadline - time.monotonic()))
@@ -494,13 +499,7 @@ def run_oar(cell_dir: Path, nodefile: Path, explain: str | None, post: list, env
     code = guard.wait()
     # The remote ranks stop on their own once the cell is final (a failure is announced in stop.json); a remote
     # shell still open after their grace is closed, so that nothing of this job outlives it here.
-    deadline = time.monotonic() + 2 * STOP_GRACE_S + 10
-    for remote in remotes:
-        try:
-            remote.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            remote.kill()
-            remote.wait()
+    _wait_or_kill(remotes, 2 * STOP_GRACE_S + 10)
     return code
 
 
