@@ -113,9 +113,10 @@ def scaling_table(results: pd.DataFrame) -> pd.DataFrame:
     cells = results[results["devices_per_node"].notna()]
     if "state" in cells:
         cells = cells[cells["state"] == "done"]
-    if not len(cells):
+    cells = cells[valid_mask(cells).to_numpy()]
+    if not len(cells):  # none done, or every one's energy reading invalid: nothing to scale
         return pd.DataFrame()
-    cells = derive_metrics(cells[valid_mask(cells).to_numpy()])
+    cells = derive_metrics(cells)
     keys = [k for k in WORKLOAD_KEYS if k in cells]
     cells = cells.assign(**{k: cells[k].astype(str) for k in keys})
     for key in SCALE_KEYS:

@@ -94,6 +94,13 @@ def test_scaling_efficiency_and_energy_efficiency_with_intervals():
     assert list(figures) == ["scaling"]
 
 
+def test_cells_whose_energy_is_all_invalid_give_an_empty_table_not_a_crash():
+    """A fast cell on an idle node can close its window before the meters' first sample (energy_valid false):
+    `sweep` collected such a campaign into a KeyError traceback."""
+    frame = pd.DataFrame([dict(r, energy_valid=False) for r in _rows()])
+    assert scaling_table(frame).empty
+
+
 def test_no_interval_below_three_repetitions():
     rows = [r for r in _rows() if r["repetition"] < 2]
     two = scaling_table(pd.DataFrame(rows)).iloc[1]
