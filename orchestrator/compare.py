@@ -17,6 +17,8 @@
    interval or test below 3 repetitions a side. A relative systematic
    uncertainty of the energy source widens each side's interval (quadrature,
    log scale); one side is never called better while those intervals overlap.
+   Where only one side's systematic is known, the other's counts as 0 and the
+   verdict says it is unknown.
 
 Cells with an invalid energy reading are left out (`--include-invalid` keeps
 them); the header says how many. An empty comparison is a UserError (exit 2).
@@ -139,6 +141,10 @@ def compare(a: CampaignData, b: CampaignData, metrics=DEFAULT_METRICS, alpha: fl
                     if not (hb < la or lb > ha):
                         verdict = "within systematic uncertainty"
                         caveats.append(f"meter systematic ±{_pct(sys_a)} / ±{_pct(sys_b)}")
+                    unknown = [side for side, rel in (("A", sys_a), ("B", sys_b)) if _nan(rel)]
+                    if unknown:  # counted as 0 above, which is not knowing it: the verdict says so
+                        caveats.append(f"meter systematic unknown on {unknown[0]} (its interval is run-to-run "
+                                       "spread only)")
                 if differing:
                     caveats.append(f"allowed: {workload_note}")
             if energy and meters and not verdict.startswith("not comparable"):

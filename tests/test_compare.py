@@ -132,6 +132,15 @@ def test_systematic_uncertainty_overlapping_never_better(tmp_path):
     assert (far["verdict"] == "worse").all()
 
 
+def test_a_side_of_unknown_systematic_is_named_in_the_verdict(tmp_path):
+    # A's meter is known to ±10 %, B's systematic is unknown: B's interval is its spread only, so the
+    # verdict must not read as if both were bounded (the old code said a bare "worse").
+    a = syn.write_campaign(tmp_path / "a", _rows(energy_systematic_rel=0.10))
+    b = syn.write_campaign(tmp_path / "b", syn.rows(node_types=("alpha",), energy_scale=2.0))
+    table = compare(load_campaign(a), load_campaign(b), metrics=["energy_per_sample_j"])
+    assert (table["verdict"] == "worse; meter systematic unknown on B (its interval is run-to-run spread only)").all()
+
+
 def test_invalid_cells_are_left_out_and_counted(tmp_path, campaign, capsys):
     rows = syn.rows(node_types=("alpha",))
     rows[0] = {**rows[0], "energy_valid": False, "energy_per_sample_j": 50.0,
