@@ -64,7 +64,10 @@ def _estimate_lines(spec, cells: list) -> list:
     for nt, (total, guessed) in sorted(found.per_node_type().items()):
         lines.append(f"  {nt}: {duration(total)} for {sum(1 for c in found.cells if c.cell.node_type == nt)} "
                      f"cells, of which {duration(guessed)} guessed; idle baselines "
-                     f"{duration(found.idle_s.get(nt, 0))}, cooldowns {duration(found.cooldown_s.get(nt, 0))}")
+                     f"{duration(found.idle_s.get(nt, 0))}, cooldowns {duration(found.cooldown_s.get(nt, 0))}"
+                     + (f"; plus up to {duration(found.temperature_wait_max_s[nt])} waiting for temperatures "
+                        f"(cooldown.max_s {spec.sweep.cooldown.max_s:g} s a cell, not in the total)"
+                        if nt in found.temperature_wait_max_s else ""))
     lines.append(f"  total: {duration(found.total_s)} ({duration(found.guessed_s)} of it guessed; node types "
                  "under a scheduler may run side by side)")
     reps = spec.sweep.matrix.repetitions
@@ -86,7 +89,8 @@ def _estimate_json(spec, cells: list) -> dict:
     return {"total_s": found.total_s, "guessed_s": found.guessed_s,
             "guesses": {"start_s_per_cell": GUESS_START_S, "iteration_s": GUESS_ITERATION_S},
             "node_types": {nt: {"total_s": t, "guessed_s": g, "idle_s": found.idle_s.get(nt, 0.0),
-                                "cooldown_s": found.cooldown_s.get(nt, 0.0)}
+                                "cooldown_s": found.cooldown_s.get(nt, 0.0),
+                                "temperature_wait_max_s": found.temperature_wait_max_s.get(nt)}
                            for nt, (t, g) in found.per_node_type().items()},
             "cells": {c.cell.id: {"start_s": c.start_s, "warmup_s": c.warmup_s, "window_s": c.window_s,
                                   "window_guessed": c.window_guessed, "total_s": c.total_s} for c in found.cells}}

@@ -3,7 +3,9 @@
 Windows given as `duration_s`, idle baselines and cooldowns are requested times, known in
 advance. Windows given as `iterations`, warm-ups and each cell's start (Python, TensorFlow,
 model build, compilation) depend on the model and the node, unknown before a run: they use the
-stated guesses below, and the estimate says how much of its total is guessed.
+stated guesses below, and the estimate says how much of its total is guessed. A temperature-gated
+cooldown (`cooldown:`) waits until the node is back near its idle temperatures, at most `max_s` a cell:
+how long is unknown, so it is not in the total; its bound is given beside it.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ class Estimate:
     cells: list            # CellEstimate, in execution order
     idle_s: dict           # node type -> seconds of idle baselines
     cooldown_s: dict       # node type -> seconds of cooldowns between cells
+    temperature_wait_max_s: dict  # node type -> the most the temperature-gated cooldowns may add
 
     def per_node_type(self) -> dict:
         """node type -> (total seconds, guessed seconds); a node type runs its cells one after another."""
@@ -73,7 +76,9 @@ def estimate(spec, cells: list) -> Estimate:
         if sweep.energy.idle_s > 0:
             reuse = max(sweep.energy.idle_reuse_s, 1.0)
             idle[nt] = sweep.energy.idle_s * (1 + int((seconds + cooldown[nt]) // reuse))
-    return Estimate(per_cell, idle, cooldown)
+    gate = getattr(sweep, "cooldown", None)
+    waits = {nt: gate.max_s * n for nt, n in count.items()} if gate is not None else {}
+    return Estimate(per_cell, idle, cooldown, waits)
 
 
 def duration(seconds: float) -> str:

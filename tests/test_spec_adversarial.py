@@ -315,6 +315,21 @@ def test_estimate_adds_windows_warmups_idle_and_cooldowns(sweep_file, capsys):
     assert "0.5 s per iteration" in text
 
 
+def test_estimate_bounds_the_temperature_gated_cooldown(sweep_file, capsys):
+    # How long a cell waits for temperatures is unknown: not in the total, but its bound is shown
+    # (the old estimate said nothing of it, so a 2-cell sweep could wait 10 min more than it said).
+    plain = sweep_file(VALID + "defaults:\n  duration_s: 10\n")
+    assert main(["expand", str(plain), "--estimate", "--json"]) == 0
+    without = json.loads(capsys.readouterr().out)["estimate"]
+    path = sweep_file(VALID + "defaults:\n  duration_s: 10\ncooldown:\n  max_s: 300\n")
+    assert main(["expand", str(path), "--estimate", "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)["estimate"]
+    assert found["total_s"] == without["total_s"]
+    assert [n["temperature_wait_max_s"] for n in found["node_types"].values()] == [600]
+    assert main(["expand", str(path), "--estimate"]) == 0
+    assert "plus up to 10 min 00 s waiting for temperatures (cooldown.max_s 300 s a cell" in capsys.readouterr().out
+
+
 # --- static model limits -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("test_name", ["inception_v3", "inception_v4", "inception_resnet_v2"])
