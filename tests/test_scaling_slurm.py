@@ -77,9 +77,22 @@ def test_two_task_cell_through_slurm(sweep_file, tmp_path):
 ENERGY = __import__("pathlib").Path(__file__).parent / "data" / "slurm" / "energy"
 
 
-def _merged(hosts):
-    return {"energy": {"nodes": [{"host": h, "worker": i, "domains": {}} for i, h in enumerate(hosts)],
-                       "missing_hosts": []}}
+def _merged(hosts, tasks_per_host=1):
+    """A merged multi-host result (jobs.workers.merge's shape): one metering node per host, one window per worker."""
+    workers = [{"worker": i, "host": h} for i, h in enumerate(h for h in hosts for _ in range(tasks_per_host))]
+    return {"energy": {"nodes": [{"host": h, "worker": i * tasks_per_host, "domains": {}} for i, h in enumerate(hosts)],
+                       "missing_hosts": []},
+            "window": {"workers": workers}}
+
+
+def _step(name, hosts, tasks_per_host=1):
+    """The cell's result after the Slurm post-step, from one sstat sample of tests/data/slurm/energy/."""
+    from orchestrator.launchers.slurm_job import add_node_energy, parse_step_readings
+
+    result = _merged(hosts, tasks_per_host)
+    entry = add_node_energy(result, parse_step_readings((ENERGY / name).read_text()), "job 3 step 0")
+    own = {n["host"]: (n.get("other_sources") or {}).get("slurm") for n in result["energy"]["nodes"]}
+    return entry, own
 
 
 def test_slurm_energy_per_node_from_a_one_node_step_and_none_from_the_recorded_plugin_less_answer():
@@ -100,17 +113,78 @@ def test_slurm_energy_per_node_from_a_one_node_step_and_none_from_the_recorded_p
     assert node["joules"] == 5123.0 and node["source"] == "slurm-consumed-energy"
 
 
-def test_a_step_over_two_nodes_is_one_sum_slurm_does_not_split_so_the_total_is_incomplete():
+def test_the_recorded_per_node_fields_parse_live_tasks_and_the_named_max_min_nodes():
+    from orchestrator.launchers.slurm_job import STEP_FIELDS, parse_step_readings
+
+    text = (ENERGY / "sstat-2tasks-nodes-no-plugin.stdout").read_text()
+    # Recorded with the very query the post-step sends (energy_step: -o ",".join(STEP_FIELDS)).
+    assert ",".join(STEP_FIELDS) in (ENERGY / "README.md").read_text() and text.count("|") == len(STEP_FIELDS) - 1
+    [both] = parse_step_readings(text)
+    assert (both["step"], both["hosts"], both["joules"], both["tasks"]) == ("2.0", ["vm"], None, 2)
+    assert both["max"] == {"host": "vm", "joules": 0.0} and both["min"] == {"host": "vm", "joules": 0.0}
+    [ended] = parse_step_readings((ENERGY / "sstat-1of2tasks-ended-no-plugin.stdout").read_text())
+    assert ended["tasks"] == 1  # task 1 had ended: sstat no longer counts it (nor its usage)
+
+
+def test_a_step_without_per_node_fields_is_one_sum_slurm_does_not_split_so_the_total_is_incomplete():
     from orchestrator.launchers.slurm_job import add_node_energy, parse_step_readings
 
     [_, two] = parse_step_readings((ENERGY / "sstat-with-plugin.stdout").read_text())
-    assert two["hosts"] == ["grele-1", "grele-2"]
+    assert two["hosts"] == ["grele-1", "grele-2"] and two["max"] is None
     result = _merged(["grele-1", "grele-2"])
     entry = add_node_energy(result, [two], "job 202 step 0")
     assert entry["joules"] is None and entry["total_kind"] == "incomplete"  # never 9876 J passed off per node
     assert entry["missing_hosts"] == ["grele-1", "grele-2"] and entry["step_sums"][0]["joules"] == 9876.0
-    assert "one sum Slurm does not split per node" in entry["note"]
+    assert "sstat gave no per-node energy" in entry["note"]
     assert all("other_sources" not in n for n in result["energy"]["nodes"])
+
+
+def test_two_hosts_one_energy_task_each_split_exactly_by_max_and_min_and_the_step_is_the_total():
+    entry, own = _step("sstat-2hosts-exact.stdout", ["grele-1", "grele-2"])
+    assert (entry["joules"], entry["total_kind"], entry["missing_hosts"]) == (9876.0, "measured", [])
+    assert entry["nodes"] == {"grele-1": 5123.0, "grele-2": 4753.0} and entry["residual"] is None
+    assert (own["grele-1"]["joules"], own["grele-1"]["via"]) == (5123.0, "TRESUsageInMaxNode")
+    assert (own["grele-2"]["joules"], own["grele-2"]["via"]) == (4753.0, "TRESUsageInMinNode")
+    assert own["grele-2"]["source"] == "slurm-consumed-energy" and "not the measurement window" in entry["note"]
+
+
+def test_three_hosts_two_named_by_slurm_and_the_third_a_labelled_residual():
+    entry, own = _step("sstat-3hosts.stdout", ["grele-1", "grele-2", "grele-3"])
+    assert (entry["joules"], entry["total_kind"], entry["missing_hosts"]) == (14950.0, "measured", [])
+    assert entry["nodes"] == {"grele-1": 4700.0, "grele-2": None, "grele-3": 5200.0}
+    assert own["grele-2"] is None  # Slurm names no field after it: no figure of its own
+    assert entry["residual"]["hosts"] == ["grele-2"] and entry["residual"]["joules"] == 5050.0
+    assert "sum of hosts grele-2 not split by Slurm: 5050.0 J" in entry["note"]
+    # The same step for a cell of two tasks per host: 3 live tasks of 6, a host may have none left in the sum.
+    entry, own = _step("sstat-3hosts.stdout", ["grele-1", "grele-2", "grele-3"], tasks_per_host=2)
+    assert entry["joules"] is None and entry["total_kind"] == "incomplete" and entry["residual"] is None
+    assert entry["missing_hosts"] == ["grele-2"] and "3 live tasks, the cell has 6" in entry["note"]
+    assert own["grele-3"]["joules"] == 5200.0 and own["grele-1"]["joules"] == 4700.0
+
+
+def test_a_min_of_0_that_does_not_close_keeps_only_the_max_host_and_no_total():
+    entry, own = _step("sstat-2hosts-min-zero.stdout", ["grele-1", "grele-2"], tasks_per_host=2)
+    assert entry["joules"] is None and entry["total_kind"] == "incomplete"  # 9876 J is not one reading per host
+    assert entry["nodes"] == {"grele-1": 5123.0, "grele-2": None} and entry["missing_hosts"] == ["grele-2"]
+    assert own["grele-1"]["joules"] == 5123.0 and own["grele-2"] is None
+    assert "grele-2's min reads 0 J" in entry["note"] and "only the max host's own reading is kept" in entry["note"]
+    # Nor does a min that is a reading but leaves part of the step's sum unexplained (two hosts: max + min != sum).
+    from orchestrator.launchers.slurm_job import add_node_energy, parse_step_readings
+
+    [step] = parse_step_readings((ENERGY / "sstat-2hosts-exact.stdout").read_text())
+    step.update(joules=10000.0, tres_total=10000.0)  # 124 J more than grele-1's 5123 J + grele-2's 4753 J
+    result = _merged(["grele-1", "grele-2"])
+    entry = add_node_energy(result, [step], "job 301 step 0")
+    assert entry["joules"] is None and entry["nodes"] == {"grele-1": 5123.0, "grele-2": None}
+    assert "max + min = 9876.0 J, not the step's 10000.0 J" in entry["note"]
+
+
+def test_a_host_absent_from_the_step_makes_the_total_incomplete_and_names_nobody():
+    entry, own = _step("sstat-host-absent.stdout", ["grele-1", "grele-2", "grele-3"])
+    assert entry["joules"] is None and entry["total_kind"] == "incomplete" and entry["residual"] is None
+    assert entry["missing_hosts"] == ["grele-1", "grele-2", "grele-3"]
+    # sstat looks node names up among the hosts that answered: with one missing they may be shifted.
+    assert all(v is None for v in own.values()) and "not the cell's grele-3" in entry["note"]
 
 
 def test_more_slurm_nodes_than_the_node_type_has_are_refused(sweep_file):
