@@ -2,7 +2,8 @@
 
 submitit unpickles `run_task` by reference, so this module is imported in the
 job from the campaign's frozen copy of the code (PYTHONPATH, set by the job
-script). It uses the standard library and jobs.records only.
+script). It uses the standard library, jobs.records and jobs.workers (a multi-task
+cell's ranks), and submitit in the task.
 
 One task = one cell. The task reads its submission record (which cells, in
 array order), picks its cell from SLURM_ARRAY_TASK_ID, and runs the guard
@@ -10,9 +11,15 @@ array order), picks its cell from SLURM_ARRAY_TASK_ID, and runs the guard
 the cell's own log (job.log). What is Slurm's own stays here and is handed to the
 guard by name: `explain_signal` (a time limit or a scancel, from Slurm's state)
 and the `energy` post-step (Slurm's energy counter, when the site collects it; per node for a multi-host cell).
+
+A multi-task cell's energy is rank 0's to read, while every task of the step is still live: sstat shows only
+live tasks, and a node whose tasks have ended is gone from every figure of the step. So the post-step of rank
+r > 0 records nothing and holds its task until rank 0 says it has read (workers/slurm-energy-read.json, this
+job's), and rank 0, which merges once each rank is `measured` (jobs/workers.py run_rank0), reads then.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -22,7 +29,9 @@ import sys
 import time
 from pathlib import Path
 
-from jobs.records import FINAL_STATES, LOG_FILE, RESULT_FILE, atomic_write_json, read_json, read_status
+from jobs.records import (CELL_FILE, FINAL_STATES, LOG_FILE, RESULT_FILE, atomic_write_json, now_iso, read_json,
+                          read_status)
+from jobs.workers import TASKS_ENV, WORKERS_DIR, peer_context, prepare_worker, stop_requested, task_workers
 
 MODULE = "orchestrator.launchers.slurm_job"  # named on the guard's command line, never imported by it
 
@@ -281,6 +290,12 @@ def add_node_energy(result: dict, readings: list, scope: str) -> dict:
              "note": "Slurm's acct_gather_energy counter per node for the whole job step (setup and model build "
                      "included), not the measurement window" + ("; " + residual["note"] if residual else "")
                      + ("; " + "; ".join(notes) if notes else "")}
+    live = [r["tasks"] for r in readings if r.get("tasks") is not None]
+    # How many of the cell's tasks sstat saw live (NTasks): fewer, and the ended ones' nodes may be in no figure.
+    entry["live_tasks"] = {"sstat": sum(live) if live else None, "workers": tasks_expected}
+    if live and tasks_expected and sum(live) != tasks_expected:
+        entry["note"] += (f"; sstat saw {sum(live)} live task(s) of the cell's {tasks_expected}: a host whose tasks "
+                          "had ended is in no figure of the step")
     energy.setdefault("other_sources", {})["slurm"] = entry
     return entry
 
@@ -306,10 +321,86 @@ def explain_signal(signum: int) -> dict | None:
     return None
 
 
+# --- a multi-task cell: rank 0 reads the step's energy while every rank holds its task live ---------------------
+
+ENERGY_READ_FILE = "slurm-energy-read.json"  # <cell>/workers/: {job, ...}; only this job's counts
+HOLD_S = 120.0     # a rank waits this long at most for rank 0's word: well under the guard's POST_TIMEOUT_S
+RELEASE_S = 30.0   # rank 0 waits this long at most for the released ranks' final statuses
+HOLD_POLL_S = 0.5
+
+
+def _rank(cell_dir: Path) -> dict | None:
+    """This post-step's rank of a multi-task cell (jobs.workers.peer_context: {cell, job, worker, host}), else None."""
+    try:
+        cell = read_json(cell_dir / CELL_FILE)
+    except (OSError, ValueError):
+        return None
+    return peer_context(cell_dir, cell if isinstance(cell, dict) else {})
+
+
+def _marker(rank: dict) -> Path:
+    return Path(rank["cell"]) / WORKERS_DIR / ENERGY_READ_FILE
+
+
+def _energy_read(rank: dict) -> bool:
+    try:
+        return str((read_json(_marker(rank)) or {}).get("job")) == rank["job"]
+    except (OSError, ValueError, AttributeError):
+        return False  # not yet, or an earlier job's
+
+
+def hold_for_rank0(rank: dict) -> int:
+    """Rank r > 0: record nothing (the step's energy is rank 0's to read, for every node) and keep this task live
+    until rank 0 has read it, another rank failed (stop.json), or HOLD_S."""
+    print(f"[slurm] worker {rank['worker']}: holding this task live until rank 0 has read the step's energy "
+          f"({ENERGY_READ_FILE}); this rank records none of its own", file=sys.stderr, flush=True)
+    deadline = time.monotonic() + HOLD_S
+    while time.monotonic() < deadline:
+        if _energy_read(rank):
+            print(f"[slurm] worker {rank['worker']}: released, rank 0 has read the step's energy", file=sys.stderr)
+            return 0
+        stop = stop_requested(rank)
+        if stop:
+            print(f"[slurm] worker {rank['worker']}: released, {stop['reason']}", file=sys.stderr)
+            return 0
+        time.sleep(HOLD_POLL_S)
+    print(f"[slurm] worker {rank['worker']}: released after {HOLD_S:g} s without word from rank 0", file=sys.stderr)
+    return 0
+
+
+def _release(rank: dict) -> None:
+    """Rank 0, whatever its reading gave: tell the holding ranks, then wait (bounded) for their final statuses, so
+    that nothing of the cell changes once its guard writes `done`."""
+    atomic_write_json(_marker(rank), {"job": rank["job"], "host": rank["host"], "read_at": now_iso()})
+    print(f"[slurm] rank 0: the step's energy is read, the other ranks are released ({ENERGY_READ_FILE})",
+          file=sys.stderr, flush=True)
+    try:
+        count = len(json.loads(os.environ.get(TASKS_ENV) or "[]"))
+    except ValueError:
+        count = 0
+    folders = [Path(rank["cell"]) / WORKERS_DIR / str(i) for i in range(1, count)]
+    deadline = time.monotonic() + RELEASE_S
+    while any(read_status(f)["state"] not in FINAL_STATES for f in folders) and time.monotonic() < deadline:
+        time.sleep(HOLD_POLL_S / 5)
+
+
 def energy_step(cell_dir: Path) -> int:
     """The guard's post-step (`--post "orchestrator.launchers.slurm_job energy <cell>"`): Slurm's energy counter
-    for this job step, added to result.json as one more labelled source, before the guard writes `done`; for a
-    multi-host cell per node (add_node_energy), read while this step still runs."""
+    for this job step, added to result.json as one more labelled source, before the guard writes `done`.
+
+    A multi-task cell: rank r > 0 records nothing and holds its task (hold_for_rank0); rank 0 reads the step per
+    node (add_node_energy) while every task is live, then releases them, on every path (_release)."""
+    rank = _rank(cell_dir)
+    if rank and rank["worker"] != 0:
+        return hold_for_rank0(rank)
+    try:
+        return _read_energy(cell_dir)
+    finally:
+        if rank:
+            _release(rank)
+
+
+def _read_energy(cell_dir: Path) -> int:
     scope = f"job {job_id_from_env()} step {os.environ.get('SLURM_STEP_ID', '0')}"
     try:
         result = read_json(cell_dir / RESULT_FILE)
@@ -321,7 +412,8 @@ def energy_step(cell_dir: Path) -> int:
                                               ",".join(STEP_FIELDS)))
         entry = add_node_energy(result, readings, scope)
         atomic_write_json(cell_dir / RESULT_FILE, result)
-        print(f"[slurm] energy per node: {entry['nodes']} ({entry['total_kind']})", file=sys.stderr)
+        print(f"[slurm] energy per node: {entry['nodes']} ({entry['total_kind']}); sstat saw "
+              f"{entry['live_tasks']['sstat']} live task(s) of {entry['live_tasks']['workers']}", file=sys.stderr)
         return 0
     joules = step_energy_joules()
     if joules is None:
@@ -353,15 +445,11 @@ def task_worker(cell_dir: Path, tasks_per_node: int) -> tuple:
     """
     import submitit
 
-    from jobs.workers import TASKS_ENV, prepare_worker, task_workers
-
     job = submitit.JobEnvironment()
     if job.num_tasks <= 1:
         return cell_dir, {}
     workers = task_workers(job.num_tasks, job.hostnames, tasks_per_node, job_id_from_env())
     if job.global_rank == 0:
-        import json
-
         return cell_dir, {TASKS_ENV: json.dumps(workers)}
     return prepare_worker(cell_dir, read_json(cell_dir / "cell.json"), workers[job.global_rank]), {}
 
