@@ -174,6 +174,9 @@ class Guard:
             update_status(self.cell_dir, "failed", exit_code=returncode, signal=signal.Signals(self.signalled).name,
                           **job, **fields)
         elif measured and returncode == 0:
+            if self.peers:  # rank 0 counts this rank finished from here (run_rank0): a post-step of this rank may
+                # wait for rank 0's (Slurm's energy, read by rank 0 while every task is live)
+                update_status(self.cell_dir, "running", measured=True, **job)
             self._post_steps()
             update_status(self.cell_dir, "done", exit_code=0, **job)
         elif measured or status["state"] == "done":

@@ -214,7 +214,7 @@ def _spawn(python: str, folder: Path, env: dict):
 def run_rank0(cell: dict, cell_dir: Path, workers: list, python: str = sys.executable,
               poll_s: float = 0.5) -> dict:
     """Rank 0 of a multi-task step: run worker 0 here, wait for every task's worker (their folders, this job's
-    statuses), merge. The first failed worker fails the cell with its reason."""
+    statuses: done, or measured by its guard), merge. The first failed worker fails the cell with its reason."""
     env = {k: v for k, v in os.environ.items() if k not in (TASKS_ENV, "TF_CONFIG")}
     folders = [Path(cell_dir) / WORKERS_DIR / str(w["index"]) for w in workers]
     process = _spawn(python, prepare_worker(cell_dir, cell, workers[0]), env)
@@ -236,7 +236,10 @@ def run_rank0(cell: dict, cell_dir: Path, workers: list, python: str = sys.execu
                 if status["state"] == "failed":
                     raise WorkerFailed(f"worker {worker['index']} on {worker['host']} failed {_where(folder)}: "
                                        f"{status.get('reason')}; the whole cell fails", worker["index"])
-                states.append(status["state"])
+                # Finished: done, or measured (its result written) while its guard runs its post-steps, which may
+                # wait for this rank's (Slurm's energy: read by rank 0 while every task is live).
+                measured = status["state"] == "running" and status.get("measured") and (folder / RESULT_FILE).exists()
+                states.append("done" if measured else status["state"])
             if process.returncode == 0 and all(state == "done" for state in states):
                 break
             time.sleep(poll_s)
