@@ -25,7 +25,10 @@ process that launched it:
   (rank 0 included) announces it (`request_stop`); every rank's guard watches for another
   rank's announcement and stops its worker at once (SIGTERM, SIGKILL after the workers'
   grace: a worker stuck in a collective never returns to Python), recording which rank
-  on which host failed. No rank waits in a collective until the job's time limit.
+  on which host failed. No rank waits in a collective until the job's time limit. A host that
+  dies whole writes no announcement: the guard beats for its rank while it runs and watches its peers'
+  beats (jobs.workers.Heartbeat); a peer silent for the heartbeat timeout is announced lost the same
+  way, and the status says which (`stopped_by_worker`, `stop_cause`: failed or no heartbeat).
 
 Standard library, jobs.records and jobs.workers only: jobs/ never imports orchestrator/
 (post-steps and explainers are named on the command line, by the launcher that knows them).
@@ -63,6 +66,10 @@ def _child_signals() -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
+def _job() -> dict:
+    return {"job_id": os.environ["BENCHMARK_TRACKER_JOB_ID"]} if os.environ.get("BENCHMARK_TRACKER_JOB_ID") else {}
+
+
 class Guard:
     def __init__(self, cell_dir: Path, timeout_s: float | None, python: str = sys.executable,
                  explain: str | None = None, post: list | None = None):
@@ -73,7 +80,8 @@ class Guard:
         self.signalled_at = None
         self.explained = None   # what the scheduler meant by it (fields of the failed status)
         self.peers = None       # this rank's place in a multi-task cell (jobs.workers.peer_context), else None
-        self.peer_stop = None   # another rank's failure, which stopped this one
+        self.peer_stop = None   # another rank's failure, or its loss, which stopped this one
+        self.heartbeat = None   # this rank's beat and its watch on its peers' (multi-task cells)
 
     def _on_signal(self, signum, frame) -> None:
         if self.signalled is not None:
@@ -97,10 +105,26 @@ class Guard:
             signal.signal(sig, self._on_signal)
         env = dict(os.environ, PYTHONUNBUFFERED="1", **{GUARDED_ENV: "1"})
         self.peers = workers.peer_context(self.cell_dir, read_json(self.cell_dir / CELL_FILE), env)
+        if self.peers:
+            try:
+                self.heartbeat = workers.Heartbeat(self.peers, workers.heartbeat_timeout(env))
+            except ValueError as exc:  # a bad setting fails the cell before anything runs, and stops the others
+                update_status(self.cell_dir, "failed", reason=str(exc), **_job())
+                workers.request_stop(self.peers, str(exc))
+                return 1
+        try:
+            return self._run(env)
+        finally:
+            if self.heartbeat is not None:
+                self.heartbeat.close()
+
+    def _run(self, env: dict) -> int:
         with open(self.cell_dir / LOG_FILE, "ab") as log:
             self.child = subprocess.Popen([self.python, "-m", "jobs.run", str(self.cell_dir)], cwd=self.cell_dir,
                                           env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                           preexec_fn=_child_signals)
+        if self.heartbeat is not None:
+            self.heartbeat.start()  # after the fork: preexec_fn is not safe once a thread runs
         deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
         timed_out, stopping_since = False, None
         while self.child.poll() is None:
@@ -111,7 +135,7 @@ class Guard:
             if self.signalled is not None and stopping_since is None:
                 stopping_since = self.signalled_at
             if self.peers and stopping_since is None and self.peer_stop is None:
-                self.peer_stop = workers.stop_requested(self.peers)
+                self.peer_stop = workers.stop_requested(self.peers) or self.heartbeat.lost()
                 if self.peer_stop:
                     print(f"[guard] stopping: {self.peer_stop['reason']}", file=sys.stderr, flush=True)
                     stopping_since = now - KILL_GRACE_S + workers.STOP_GRACE_S  # its peers are gone: short grace
@@ -154,7 +178,7 @@ class Guard:
     def _final(self, returncode: int, timed_out: bool) -> int:
         """The final status, written last; the child's own outcome when nothing overrules it."""
         status = read_status(self.cell_dir)
-        job = {"job_id": os.environ["BENCHMARK_TRACKER_JOB_ID"]} if os.environ.get("BENCHMARK_TRACKER_JOB_ID") else {}
+        job = _job()
         result = self._result()
         measured = result.get("status") == "done"
         error = result.get("error") if result.get("status") == "failed" else None
@@ -168,7 +192,8 @@ class Guard:
                           reason=f"timed out after {self.timeout_s:g} s (timeout_s in the sweep); the job was killed")
         elif self.peer_stop is not None and not (measured and returncode == 0):
             update_status(self.cell_dir, "failed", exit_code=returncode, stopped_by_worker=self.peer_stop.get("worker"),
-                          **job, reason=f"stopped: {self.peer_stop['reason']}")
+                          stop_cause=self.peer_stop.get("cause", "failed"), **job,
+                          reason=f"stopped: {self.peer_stop['reason']}")
         elif self.signalled is not None and not (measured and returncode == 0):
             fields = {"reason": REASONS[self.signalled], **(self.explained or {})}
             update_status(self.cell_dir, "failed", exit_code=returncode, signal=signal.Signals(self.signalled).name,

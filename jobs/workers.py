@@ -17,7 +17,10 @@ Where they run is the launcher's business; how they run is this module's:
   here, so a failure is announced in the cell folder (`workers/stop.json`, this job's): the guard of
   every rank watches it and stops its worker (`peer_context`, `request_stop`, `stop_requested`). The
   first rank to fail, rank 0 included, fails the whole cell with its rank and host; none is left
-  waiting in a collective until the job's time limit.
+  waiting in a collective until the job's time limit. A host that dies whole announces nothing: each
+  rank's guard beats (a counter in `workers/heartbeat-<rank>.json`) and a rank silent for
+  $BENCHMARK_TRACKER_HEARTBEAT_TIMEOUT_S (60 s) is announced lost in stop.json by the rank watching it
+  (`Heartbeat`).
 
 Energy: a host's meters count the whole host, so only the **first worker of each host** meters it
 (and measures its idle baseline); the host's other workers run unmetered. The cell's energy is one
@@ -376,20 +379,23 @@ def merge(workers: list, results: list) -> dict:
 
 # --- a failed rank stops the others (scheduler tasks: ranks on other hosts, one shared cell folder) -------------
 
-STOP_FILE = "stop.json"  # <cell>/workers/stop.json: {job, worker, host, reason}; only this job's counts
+STOP_FILE = "stop.json"  # <cell>/workers/stop.json: {job, worker, host, reason, by, cause}; only this job's counts
 
 
 def peer_context(cell_dir: Path, cell: dict, env: dict | None = None) -> dict | None:
-    """This rank's place in a scheduler's multi-task cell, for its guard: {cell, job, worker, host}; None for a
-    single-task cell or a loopback worker (the loopback coordinator owns its workers' processes)."""
+    """This rank's place in a scheduler's multi-task cell, for its guard: {cell, job, worker, host, hosts (every
+    rank's)}; None for a single-task cell or a loopback worker (the loopback coordinator owns its workers'
+    processes)."""
     env = os.environ if env is None else env
     worker = cell.get(WORKER_KEY)
     if worker and worker.get("launch") == "tasks":
         return {"cell": str(Path(cell_dir).parent.parent), "job": str(worker.get("job")),
-                "worker": worker["index"], "host": worker.get("host")}
+                "worker": worker["index"], "host": worker.get("host"),
+                "hosts": [address.rsplit(":", 1)[0] for address in worker["addresses"]]}
     if env.get(TASKS_ENV):
-        first = json.loads(env[TASKS_ENV])[0]
-        return {"cell": str(cell_dir), "job": str(first.get("job")), "worker": 0, "host": first.get("host")}
+        records = json.loads(env[TASKS_ENV])
+        return {"cell": str(cell_dir), "job": str(records[0].get("job")), "worker": 0, "host": records[0].get("host"),
+                "hosts": [record.get("host") for record in records]}
     return None
 
 
@@ -397,30 +403,162 @@ def _stop_path(context: dict) -> Path:
     return Path(context["cell"]) / WORKERS_DIR / STOP_FILE
 
 
-def stop_requested(context: dict) -> dict | None:
-    """Another rank of this job failed: its announcement ({worker, host, reason}), else None."""
+def _this_jobs(path: Path, context: dict) -> dict | None:
+    """The record at path if it is this job's (an earlier job's, in the same cell folder, never counts)."""
     try:
-        stop = read_json(_stop_path(context))
+        record = read_json(path)
     except (OSError, ValueError):
         return None
-    if not isinstance(stop, dict) or str(stop.get("job")) != context["job"] or stop.get("worker") == context["worker"]:
-        return None  # an earlier job's, or this rank's own
+    return record if isinstance(record, dict) and str(record.get("job")) == context["job"] else None
+
+
+def stop_requested(context: dict) -> dict | None:
+    """Another rank of this job failed, or was declared lost: the announcement ({worker, host, reason, cause}),
+    else None. Never the announcement this rank made itself; a rank declared lost by another does stop on it (a
+    host cut off and then back must not go on alone)."""
+    stop = _this_jobs(_stop_path(context), context)
+    if stop is None or stop.get("by", stop.get("worker")) == context["worker"]:
+        return None
     return stop
 
 
-def request_stop(context: dict, reason: str, folder: Path | None = None) -> None:
+def _announce(context: dict, record: dict) -> dict:
+    """Write this job's stop announcement unless one stands already (the first stands); return the one that stands."""
+    path = _stop_path(context)
+    standing = _this_jobs(path, context)
+    if standing is not None:
+        return standing
+    record = {"job": context["job"], "by": context["worker"], **record}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, record)
+    return record
+
+
+def request_stop(context: dict, reason: str, folder: Path | None = None) -> dict:
     """Announce this rank's failure (its reason; the phase its folder was in) to every other rank of the job.
     The first announcement stands."""
-    path = _stop_path(context)
+    return _announce(context, {"worker": context["worker"], "host": context["host"], "cause": "failed",
+                               "reason": f"worker {context['worker']} on {context['host']} failed"
+                                         f"{' ' + _where(folder) if folder else ''}: {reason}"})
+
+
+# A host that dies whole (power, kernel panic, network cut) leaves no process to announce anything: each rank's
+# guard beats in the cell folder (workers/heartbeat-<rank>.json: {job, worker, host, beat: a counter}) and the
+# ranks watch each other's beats. Staleness is judged by the watcher's own monotonic clock (how long since it saw
+# the counter change), never by mtimes or timestamps: hosts' clocks and NFS attribute caches differ.
+HEARTBEAT_ENV = "BENCHMARK_TRACKER_HEARTBEAT_TIMEOUT_S"  # forwarded to every rank (Slurm exports it, OAR's oarsh too)
+HEARTBEAT_TIMEOUT_S = 60.0
+MIN_HEARTBEAT_TIMEOUT_S = 1.0  # below, a busy shared filesystem's latency alone would declare live ranks lost
+
+
+def heartbeat_timeout(env: dict | None = None) -> float:
+    """How long a rank's beat may stay unchanged before it is declared lost ($BENCHMARK_TRACKER_HEARTBEAT_TIMEOUT_S,
+    else 60 s); ValueError, naming the setting, for anything but a number of seconds >= 1."""
+    text = (os.environ if env is None else env).get(HEARTBEAT_ENV)
+    if text is None or not text.strip():
+        return HEARTBEAT_TIMEOUT_S
     try:
-        if str((read_json(path) or {}).get("job")) == context["job"]:
-            return
-    except (OSError, ValueError):
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, {"job": context["job"], "worker": context["worker"], "host": context["host"],
-                             "reason": f"worker {context['worker']} on {context['host']} failed"
-                                       f"{' ' + _where(folder) if folder else ''}: {reason}"})
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= MIN_HEARTBEAT_TIMEOUT_S or value == float("inf"):
+        raise ValueError(f"{HEARTBEAT_ENV}={text!r} is not a number of seconds >= {MIN_HEARTBEAT_TIMEOUT_S:g} "
+                         f"(how long a rank's heartbeat may stay silent; default {HEARTBEAT_TIMEOUT_S:g})")
+    return value
+
+
+def _beat_path(context: dict, worker: int) -> Path:
+    return Path(context["cell"]) / WORKERS_DIR / f"heartbeat-{worker}.json"
+
+
+class Heartbeat:
+    """One rank's heartbeat (a thread, for the guard's whole life: its post-steps too, which rank 0 waits for) and
+    its watch on the others.
+
+    Star, not all-to-all: rank 0 watches every rank, the others watch rank 0 only. That is sufficient: a lost rank
+    k > 0 is seen by rank 0, a lost rank 0 by every other rank, and any announcement stops them all (stop.json);
+    it costs O(N) small reads per interval on the shared filesystem instead of O(N^2). Only rank 0 and another
+    rank lost together would go unseen, until the guards' timeout, which still ends the cell."""
+
+    def __init__(self, context: dict, timeout_s: float):
+        self.context, self.timeout_s = context, timeout_s
+        self.interval_s = min(5.0, timeout_s / 4)  # one small file write; several beats per timeout
+        # A rank's guard starts after its task's Python (and, on OAR, its oarsh connection): it gets twice the
+        # timeout to send its first beat.
+        self.grace_s = 2 * timeout_s
+        count = len(context["hosts"])
+        watched = range(1, count) if context["worker"] == 0 else [0]
+        self.started = time.monotonic()
+        self.seen = {index: (None, self.started) for index in watched}  # last beat seen, when it last changed
+        self.checked = None
+        self.count = 0
+        self._done = None
+        self._thread = None
+
+    def beat(self, ended: bool = False) -> None:
+        self.count += 1
+        path = _beat_path(self.context, self.context["worker"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"job": self.context["job"], "worker": self.context["worker"], "host": self.context["host"],
+                  "beat": self.count}
+        atomic_write_json(path, {**record, "ended": True} if ended else record)
+
+    def start(self) -> None:
+        import threading
+
+        self._done = threading.Event()
+
+        def loop():
+            while True:
+                try:
+                    self.beat()
+                except OSError as exc:  # the others will declare this rank lost: say why here
+                    print(f"[guard] heartbeat not written: {exc}", file=sys.stderr, flush=True)
+                if self._done.wait(self.interval_s):
+                    return
+
+        self._thread = threading.Thread(target=loop, name="heartbeat", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """The last beat says this rank's guard ended (its outcome is in its status, a failure in stop.json):
+        nobody waits for its beat any more."""
+        if self._thread is not None:
+            self._done.set()
+            self._thread.join()
+            self._thread = None
+            try:
+                self.beat(ended=True)
+            except OSError as exc:
+                print(f"[guard] last heartbeat not written: {exc}", file=sys.stderr, flush=True)
+
+    def lost(self) -> dict | None:
+        """A watched rank silent too long: announce it lost (stop.json, unless another announcement stands) and
+        return the announcement that stands; else None. Reads the beats once per beat interval."""
+        now = time.monotonic()
+        if self.checked is not None and now - self.checked < self.interval_s:
+            return None
+        self.checked = now
+        for index, (last, since) in list(self.seen.items()):
+            record = _this_jobs(_beat_path(self.context, index), self.context)
+            if record is not None and record.get("ended"):
+                del self.seen[index]  # its guard ended: its status says how
+                continue
+            beat = None if record is None else record.get("beat")
+            if beat is not None and beat != last:  # an unreadable beat is no news: it never resets the clock
+                self.seen[index] = (beat, now)
+                continue
+            host = (record or {}).get("host") or self.context["hosts"][index]
+            if last is None and now - since > self.grace_s:
+                why = f"no heartbeat in its first {self.grace_s:g} s (its task did not start, or its host is down " \
+                      "or unreachable)"
+            elif last is not None and now - since > self.timeout_s:
+                why = f"no heartbeat for {self.timeout_s:g} s (host down or unreachable)"
+            else:
+                continue
+            return _announce(self.context, {"worker": index, "host": host, "cause": "no heartbeat",
+                                            "reason": f"worker {index} on host {host}: {why}"})
+        return None
 
 
 # --- OAR: one task per host, rank 0 on the job's first host, the others through oarsh ------------------------
@@ -437,8 +575,8 @@ def remote_command(cell_dir: Path, rank: int, hosts_file: Path, explain: str | N
     """The command line oarsh hands to the remote shell (quoted once more there): cd, environment, the task."""
     import shlex
 
-    keep = {k: env[k] for k in ("PYTHONPATH", "PYTHONUNBUFFERED", "BENCHMARK_TRACKER_JOB_ID", "OAR_JOB_ID")
-            if env.get(k)}
+    keep = {k: env[k] for k in ("PYTHONPATH", "PYTHONUNBUFFERED", "BENCHMARK_TRACKER_JOB_ID", "OAR_JOB_ID",
+                                HEARTBEAT_ENV) if env.get(k)}  # the same heartbeat timeout on every rank
     argv = [sys.executable, "-m", "jobs.workers", "task", str(cell_dir), str(rank), str(hosts_file)]
     argv += [explain] if explain else []
     return (f"cd {shlex.quote(str(cell_dir))} && exec env {' '.join(shlex.quote(f'{k}={v}') for k, v in keep.items())} "
