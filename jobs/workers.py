@@ -403,7 +403,7 @@ def _stop_path(context: dict) -> Path:
     return Path(context["cell"]) / WORKERS_DIR / STOP_FILE
 
 
-def _this_jobs(path: Path, context: dict) -> dict | None:
+def this_jobs_record(path: Path, context: dict) -> dict | None:
     """The record at path if it is this job's (an earlier job's, in the same cell folder, never counts)."""
     try:
         record = read_json(path)
@@ -416,7 +416,7 @@ def stop_requested(context: dict) -> dict | None:
     """Another rank of this job failed, or was declared lost: the announcement ({worker, host, reason, cause}),
     else None. Never the announcement this rank made itself; a rank declared lost by another does stop on it (a
     host cut off and then back must not go on alone)."""
-    stop = _this_jobs(_stop_path(context), context)
+    stop = this_jobs_record(_stop_path(context), context)
     if stop is None or stop.get("by", stop.get("worker")) == context["worker"]:
         return None
     return stop
@@ -425,7 +425,7 @@ def stop_requested(context: dict) -> dict | None:
 def _announce(context: dict, record: dict) -> dict:
     """Write this job's stop announcement unless one stands already (the first stands); return the one that stands."""
     path = _stop_path(context)
-    standing = _this_jobs(path, context)
+    standing = this_jobs_record(path, context)
     if standing is not None:
         return standing
     record = {"job": context["job"], "by": context["worker"], **record}
@@ -540,7 +540,7 @@ class Heartbeat:
             return None
         self.checked = now
         for index, (last, since) in list(self.seen.items()):
-            record = _this_jobs(_beat_path(self.context, index), self.context)
+            record = this_jobs_record(_beat_path(self.context, index), self.context)
             if record is not None and record.get("ended"):
                 del self.seen[index]  # its guard ended: its status says how
                 continue

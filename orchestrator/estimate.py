@@ -76,8 +76,7 @@ def estimate(spec, cells: list) -> Estimate:
         if sweep.energy.idle_s > 0:
             reuse = max(sweep.energy.idle_reuse_s, 1.0)
             idle[nt] = sweep.energy.idle_s * (1 + int((seconds + cooldown[nt]) // reuse))
-    gate = getattr(sweep, "cooldown", None)
-    waits = {nt: gate.max_s * n for nt, n in count.items()} if gate is not None else {}
+    waits = {nt: sweep.cooldown.max_s * n for nt, n in count.items()} if sweep.cooldown is not None else {}
     return Estimate(per_cell, idle, cooldown, waits)
 
 

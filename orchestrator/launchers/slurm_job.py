@@ -31,7 +31,8 @@ from pathlib import Path
 
 from jobs.records import (CELL_FILE, FINAL_STATES, LOG_FILE, RESULT_FILE, atomic_write_json, now_iso, read_json,
                           read_status)
-from jobs.workers import TASKS_ENV, WORKERS_DIR, peer_context, prepare_worker, stop_requested, task_workers
+from jobs.workers import (TASKS_ENV, WORKERS_DIR, peer_context, prepare_worker, stop_requested, task_workers,
+                          this_jobs_record)
 
 MODULE = "orchestrator.launchers.slurm_job"  # named on the guard's command line, never imported by it
 
@@ -330,7 +331,8 @@ HOLD_POLL_S = 0.5
 
 
 def _rank(cell_dir: Path) -> dict | None:
-    """This post-step's rank of a multi-task cell (jobs.workers.peer_context: {cell, job, worker, host}), else None."""
+    """This post-step's rank of a multi-task cell (jobs.workers.peer_context: {cell, job, worker, host, hosts}), else
+    None."""
     try:
         cell = read_json(cell_dir / CELL_FILE)
     except (OSError, ValueError):
@@ -342,13 +344,6 @@ def _marker(rank: dict) -> Path:
     return Path(rank["cell"]) / WORKERS_DIR / ENERGY_READ_FILE
 
 
-def _energy_read(rank: dict) -> bool:
-    try:
-        return str((read_json(_marker(rank)) or {}).get("job")) == rank["job"]
-    except (OSError, ValueError, AttributeError):
-        return False  # not yet, or an earlier job's
-
-
 def hold_for_rank0(rank: dict) -> int:
     """Rank r > 0: record nothing (the step's energy is rank 0's to read, for every node) and keep this task live
     until rank 0 has read it, another rank failed (stop.json), or HOLD_S."""
@@ -356,7 +351,7 @@ def hold_for_rank0(rank: dict) -> int:
           f"({ENERGY_READ_FILE}); this rank records none of its own", file=sys.stderr, flush=True)
     deadline = time.monotonic() + HOLD_S
     while time.monotonic() < deadline:
-        if _energy_read(rank):
+        if this_jobs_record(_marker(rank), rank) is not None:  # not yet, or an earlier job's
             print(f"[slurm] worker {rank['worker']}: released, rank 0 has read the step's energy", file=sys.stderr)
             return 0
         stop = stop_requested(rank)
@@ -374,11 +369,7 @@ def _release(rank: dict) -> None:
     atomic_write_json(_marker(rank), {"job": rank["job"], "host": rank["host"], "read_at": now_iso()})
     print(f"[slurm] rank 0: the step's energy is read, the other ranks are released ({ENERGY_READ_FILE})",
           file=sys.stderr, flush=True)
-    try:
-        count = len(json.loads(os.environ.get(TASKS_ENV) or "[]"))
-    except ValueError:
-        count = 0
-    folders = [Path(rank["cell"]) / WORKERS_DIR / str(i) for i in range(1, count)]
+    folders = [Path(rank["cell"]) / WORKERS_DIR / str(i) for i in range(1, len(rank["hosts"]))]  # one per rank
     deadline = time.monotonic() + RELEASE_S
     while any(read_status(f)["state"] not in FINAL_STATES for f in folders) and time.monotonic() < deadline:
         time.sleep(HOLD_POLL_S / 5)
