@@ -42,8 +42,8 @@ import sys
 import time
 from pathlib import Path
 
-from jobs.records import (CELL_FILE, GUARDED_ENV, LOG_FILE, RESULT_FILE, atomic_write_json, log_tail, read_json, read_phase,
-                          read_status, write_phase)
+from jobs.records import (CELL_FILE, GUARDED_ENV, LOG_FILE, RESULT_FILE, atomic_write_json, atomic_write_text, log_tail,
+                          read_json, read_phase, read_status, write_phase)
 
 WORKER_KEY = "worker"
 WORKERS_DIR = "workers"
@@ -501,7 +501,9 @@ class Heartbeat:
         path.parent.mkdir(parents=True, exist_ok=True)
         record = {"job": self.context["job"], "worker": self.context["worker"], "host": self.context["host"],
                   "beat": self.count}
-        atomic_write_json(path, {**record, "ended": True} if ended else record)
+        # No fsync: a beat is news for seconds, not a record to survive a crash, and an fsync on a busy (or NFS)
+        # disk can stall longer than the timeout; close and rename already make it visible to the other hosts.
+        atomic_write_text(path, json.dumps({**record, "ended": True} if ended else record) + "\n", fsync=False)
 
     def start(self) -> None:
         import threading
